@@ -1,0 +1,143 @@
+"""Secret redaction: connection secrets never leave the process in clear text.
+
+This module owns one job: given the secrets of a connection (every string value of its
+config) and the secret-looking values of its integration config (``client_secret``,
+``api_key``...), replace each occurrence of them in text or in nested JSON-like structures
+with :data:`MASK`.
+
+Invariants:
+
+* A secret is any string value of length >= :data:`MIN_SECRET_LENGTH` found anywhere in a
+  connection config (nested dicts and lists included). Shorter values (``"eu"``, ``"v2"``)
+  are not treated as secrets: masking them would shred every message and they are not
+  credentials.
+* Longer secrets are replaced before shorter ones, so a secret that contains another one is
+  masked whole. URL-encoded and JSON-escaped forms of each secret are masked too (a token that
+  ends up in a query string or a serialized body is still caught).
+* :meth:`Redactor.redact` never mutates its input; it returns new containers and keeps dict
+  keys (keys are schema, not data).
+
+Pure core: imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import quote, quote_plus
+
+__all__ = (
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "SECRET_KEY_PATTERN",
+    "Redactor",
+    "collect_secrets",
+    "mask_values",
+)
+
+MASK: Final = "***"
+MIN_SECRET_LENGTH: Final = 4
+# Keys of an *integration* config whose values are secrets. A connection config is secret as
+# a whole; an integration config mixes public settings (base_url) with credentials.
+SECRET_KEY_PATTERN: Final = re.compile(
+    r"secret|token|passw(or)?d|api[_-]?key|private|credential|auth|signing", re.IGNORECASE
+)
+
+
+def collect_secrets(value: object, *, only_secret_keys: bool = False) -> set[str]:
+    """Every string of length >= MIN_SECRET_LENGTH inside ``value``.
+
+    With ``only_secret_keys``, only values under a dict key matching
+    :data:`SECRET_KEY_PATTERN` (at any depth) are collected.
+    """
+    found: set[str] = set()
+
+    def walk(node: object, secret_context: bool) -> None:
+        if isinstance(node, str):
+            if secret_context and len(node) >= MIN_SECRET_LENGTH:
+                found.add(node)
+        elif isinstance(node, Mapping):
+            for key, child in node.items():
+                walk(child, secret_context or bool(SECRET_KEY_PATTERN.search(str(key))))
+        elif isinstance(node, list | tuple | set | frozenset):
+            for child in node:
+                walk(child, secret_context)
+
+    walk(value, not only_secret_keys)
+    return found
+
+
+def mask_values(config: Mapping[str, Any]) -> dict[str, str]:
+    """The config's keys with every value replaced by MASK (for ``repr`` of models)."""
+    return dict.fromkeys(config, MASK)
+
+
+def _variants(secret: str) -> set[str]:
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+class Redactor:
+    """Replaces known secrets with MASK in strings and JSON-like structures.
+
+    Args:
+        secrets: the secret strings; values shorter than MIN_SECRET_LENGTH are ignored.
+    """
+
+    __slots__ = ("_pattern", "_secrets")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: frozenset[str] = frozenset(
+            s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH
+        )
+        forms = {form for s in self._secrets for form in _variants(s)}
+        # Longest first: the regex alternation takes the first branch that matches.
+        ordered = sorted(forms, key=lambda f: (-len(f), f))
+        self._pattern: re.Pattern[str] | None = (
+            re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+        )
+
+    @classmethod
+    def for_configs(
+        cls,
+        *,
+        connection: Mapping[str, Any] | None = None,
+        integration: Mapping[str, Any] | None = None,
+    ) -> Redactor:
+        """All strings of the connection config, secret-keyed strings of the integration's."""
+        secrets = collect_secrets(connection or {})
+        secrets |= collect_secrets(integration or {}, only_secret_keys=True)
+        return cls(secrets)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self._secrets
+
+    def with_secrets(self, extra: Iterable[str]) -> Redactor:
+        """A redactor that also masks ``extra`` (e.g. a token obtained by a refresh)."""
+        return Redactor(self._secrets | set(extra))
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret (and its encoded forms) replaced by MASK."""
+        if self._pattern is None:
+            return value
+        return self._pattern.sub(MASK, value)
+
+    def redact(self, value: Any) -> Any:
+        """A copy of a JSON-like structure with secrets masked in every string (keys kept)."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {key: self.redact(child) for key, child in value.items()}
+        if isinstance(value, list):
+            return [self.redact(child) for child in value]
+        if isinstance(value, tuple):
+            return tuple(self.redact(child) for child in value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secrets)"

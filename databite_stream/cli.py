@@ -33,7 +33,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devkafka.build_parser(kafka)
     kafka.set_defaults(runner=devkafka.run_cli)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a worker (settings from DATABITE_* environment variables)",
+        description=(
+            "Run one databite-stream worker: creates/checks the topics, then consumes "
+            "connections, commands and action requests, schedules and runs syncs. Settings "
+            "come from DATABITE_* environment variables (DATABITE_BROKER, DATABITE_APP_ID, "
+            "DATABITE_PARTITIONS, DATABITE_STORE, DATABITE_WEB_PORT, ...)."
+        ),
+    )
+    worker.set_defaults(runner=_run_worker)
     return parser
+
+
+def _run_worker(_: argparse.Namespace) -> int:
+    from databite_stream.settings import Settings, SettingsError
+    from databite_stream.stream.worker import WorkerStartError, make_worker
+
+    try:
+        settings = Settings.from_env()
+        _, worker = make_worker(settings)
+    except (SettingsError, WorkerStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    worker.execute_from_commandline()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

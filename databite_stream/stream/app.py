@@ -1,0 +1,170 @@
+"""Builds the faust App of a worker from one :class:`Settings`: topics, tables, agents.
+
+Owns the wiring only. Each agent lives in its own module (``catalog_agent``, ``scheduler_agent``,
+``executor_agent``) as a short decode -> core call -> emit loop; they share the
+:class:`StreamApp` built here (topics, tables, settings, registry, dead-letter sink).
+
+faust choices (see DESIGN.md "Known traps"): keys and values are raw bytes (we decode with
+pydantic ourselves, so undecodable input reaches the dead-letter topic with its origin instead
+of crashing the stream); tables hold bytes behind :mod:`.rows`; processing is at-least-once and
+``run_id`` de-duplicates; ticks are messages, not table writes from a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+from mode import Service
+
+from databite_stream.connectors import default_registry
+from databite_stream.connectors.registry import ConnectorRegistry
+from databite_stream.schedule import DueIndex, FirstRun, Misfire, Overlap, Policy
+from databite_stream.settings import Settings
+from databite_stream.stream.deadletters import DeadLetters
+from databite_stream.stream.integrations import IntegrationsView
+from databite_stream.topics import (
+    ACTION_REQUESTS,
+    ACTION_RESULTS,
+    COMMANDS,
+    CONNECTIONS,
+    DEADLETTER,
+    INBOX,
+    INTEGRATIONS,
+    RECORDS,
+    RESULTS,
+    WORK,
+    TopicSpec,
+)
+
+__all__ = ("StreamApp", "build_app", "now_ms")
+
+log = logging.getLogger(__name__)
+
+_RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+_ROWS = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StreamApp:
+    """A worker: the faust app plus everything its agents share."""
+
+    def __init__(self, settings: Settings, registry: ConnectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else default_registry()
+        self.policy = Policy(
+            first_run=FirstRun.IMMEDIATE if settings.first_run == "immediately" else FirstRun.GRID,
+            misfire=Misfire(settings.misfire),
+            catch_up_window_ms=int(settings.catch_up_window_s * 1000),
+            catch_up_max=settings.catch_up_max,
+            overlap=Overlap(settings.overlap),
+            lease_ms=int(settings.lease_s * 1000),
+            auto_pause_after=settings.auto_pause_after,
+            misfire_grace_ms=min(60_000, max(1000, int(settings.lease_s * 1000) // 10)),
+        )
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{b}" for b in settings.broker.split(",")],
+            store=settings.store,
+            datadir=settings.data_dir,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            table_standby_replicas=settings.standby_replicas,
+            web_enabled=settings.web_enabled,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            broker_commit_interval=settings.commit_interval_s,
+            producer_linger=0.002,
+            consumer_auto_offset_reset="earliest",
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.topics: dict[str, faust.TopicT] = {}
+        for spec in (
+            CONNECTIONS,
+            COMMANDS,
+            ACTION_REQUESTS,
+            ACTION_RESULTS,
+            RESULTS,
+            RECORDS,
+            DEADLETTER,
+            INBOX,
+            WORK,
+        ):
+            self.topics[spec.suffix] = self._topic(spec)
+        # the scheduler agent reads commands and its inbox as one ordered stream per partition
+        self.scheduler_source = self.app.topic(
+            COMMANDS.name(settings),
+            INBOX.name(settings),
+            schema=_RAW,
+            partitions=settings.partitions,
+        )
+        self.connections = self.app.Table(
+            "connections", schema=_ROWS, partitions=settings.partitions
+        )
+        self.jobs = self.app.Table("jobs", schema=_ROWS, partitions=settings.partitions)
+        self.runs_done = self.app.Table("runs-done", schema=_ROWS, partitions=settings.partitions)
+        #: per active partition of the inbox: heap of (wake_at_ms, job_id)
+        self.due: dict[int, DueIndex] = {}
+        #: per active partition: connection id -> its job ids (rebuilt with the due index)
+        self.deadletters = DeadLetters(self)
+        self.integrations = IntegrationsView(
+            settings.broker,
+            INTEGRATIONS.name(settings),
+            on_invalid=self.deadletters.from_record_if_owner,
+        )
+        self.inbox_name = INBOX.name(settings)
+        self.app.add_dependency(_IntegrationsService(self.integrations))
+
+    def _topic(self, spec: TopicSpec) -> faust.TopicT:
+        return self.app.topic(
+            spec.name(self.settings), schema=_RAW, partitions=self.settings.partitions
+        )
+
+    def topic(self, spec: TopicSpec) -> faust.TopicT:
+        return self.topics[spec.suffix]
+
+    def owned_inbox_partitions(self) -> set[int]:
+        """Partitions of the scheduler inbox this worker actively owns (not standbys)."""
+        actives: set[TP] = self.app.assignor.assigned_actives()
+        return {tp.partition for tp in actives if tp.topic == self.inbox_name}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "app_id": self.settings.app_id,
+            "partitions": sorted(self.due),
+            "due_index": {p: len(i) for p, i in self.due.items()},
+        }
+
+
+def build_app(settings: Settings, registry: ConnectorRegistry | None = None) -> StreamApp:
+    """The worker's app with every agent registered."""
+    from databite_stream.stream import catalog_agent, executor_agent, scheduler_agent
+
+    stream_app = StreamApp(settings, registry)
+    catalog_agent.register(stream_app)
+    scheduler_agent.register(stream_app)
+    executor_agent.register(stream_app)
+    return stream_app
+
+
+class _IntegrationsService(Service):
+    """Runs the integrations view for as long as the worker runs."""
+
+    def __init__(self, view: IntegrationsView) -> None:
+        super().__init__()
+        self.view = view
+
+    async def on_start(self) -> None:
+        await self.view.start()
+
+    async def on_stop(self) -> None:
+        await self.view.stop()

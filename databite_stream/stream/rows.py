@@ -1,0 +1,126 @@
+"""How table rows are stored: job rows and connection rows as compact JSON (orjson).
+
+Owns the byte format of the ``jobs`` and ``connections`` tables. Every row carries the
+partition it belongs to, because faust's ``memory://`` store also holds standby partitions'
+keys and the due index must only be rebuilt from *active* partitions (DESIGN.md, faust traps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from databite_stream.models import Checkpoint, Connection
+from databite_stream.schedule import (
+    DueRun,
+    InFlight,
+    JobState,
+    RunReason,
+    ScheduleSpec,
+    parse_schedule,
+)
+
+__all__ = ("ConnectionRow", "JobRow", "decode_connection_row", "decode_job_row", "encode_job_row")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    partition: int
+    state: JobState
+    checkpoint: Checkpoint = None
+
+
+@lru_cache(maxsize=65536)
+def _spec(text: str) -> ScheduleSpec:
+    # many jobs share one schedule string: parse it once (recovery of 1M rows)
+    return parse_schedule(text)
+
+
+def encode_job_row(row: JobRow) -> bytes:
+    s = row.state
+    return orjson.dumps(
+        {
+            "p": row.partition,
+            "job_id": s.job_id,
+            "connection_id": s.connection_id,
+            "sync_name": s.sync_name,
+            "schedule": str(s.schedule),
+            "anchor_ms": s.anchor_ms,
+            "next_run_ms": s.next_run_ms,
+            "paused": s.paused,
+            "pause_reason": s.pause_reason,
+            "last_scheduled_ms": s.last_scheduled_ms,
+            "last_run_id": s.last_run_id,
+            "last_finished_run_id": s.last_finished_run_id,
+            "last_finished_ms": s.last_finished_ms,
+            "last_success": s.last_success,
+            "last_result": s.last_result,
+            "consecutive_failures": s.consecutive_failures,
+            "in_flight": [
+                [f.run_id, f.scheduled_for_ms, f.reason.value, f.started_ms, f.lease_until_ms]
+                for f in s.in_flight
+            ],
+            "pending": [[r.run_id, r.scheduled_for_ms, r.reason.value] for r in s.pending],
+            "skipped_runs": s.skipped_runs,
+            "lost_runs": s.lost_runs,
+            "checkpoint": row.checkpoint,
+        }
+    )
+
+
+def decode_job_row(raw: bytes) -> JobRow:
+    d: dict[str, Any] = orjson.loads(raw)
+    job = d["job_id"]
+    state = JobState(
+        job_id=job,
+        connection_id=d["connection_id"],
+        sync_name=d["sync_name"],
+        schedule=_spec(d["schedule"]),
+        anchor_ms=d["anchor_ms"],
+        next_run_ms=d["next_run_ms"],
+        paused=d["paused"],
+        pause_reason=d["pause_reason"],
+        last_scheduled_ms=d["last_scheduled_ms"],
+        last_run_id=d["last_run_id"],
+        last_finished_run_id=d["last_finished_run_id"],
+        last_finished_ms=d["last_finished_ms"],
+        last_success=d["last_success"],
+        last_result=d["last_result"],
+        consecutive_failures=d["consecutive_failures"],
+        in_flight=tuple(
+            InFlight(r, at, RunReason(reason), started, lease)
+            for r, at, reason, started, lease in d["in_flight"]
+        ),
+        pending=tuple(DueRun(r, job, at, RunReason(reason)) for r, at, reason in d["pending"]),
+        skipped_runs=d["skipped_runs"],
+        lost_runs=d["lost_runs"],
+    )
+    return JobRow(partition=d["p"], state=state, checkpoint=d["checkpoint"])
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    partition: int
+    connection: Connection
+    job_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "p": self.partition,
+                "connection": self.connection.model_dump(mode="json"),
+                "jobs": list(self.job_ids),
+            }
+        )
+
+
+def decode_connection_row(raw: bytes) -> ConnectionRow:
+    d: dict[str, Any] = orjson.loads(raw)
+    return ConnectionRow(
+        partition=d["p"],
+        connection=Connection.model_validate(d["connection"]),
+        job_ids=tuple(d["jobs"]),
+    )

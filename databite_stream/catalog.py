@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from databite_stream.connectors.registry import ConnectorRegistry, ConnectorRegistryError
+from databite_stream.connectors.registry import ConnectorRegistry
 from databite_stream.models import Connection, Integration
 from databite_stream.schedule import ScheduleError, job_id, parse_schedule
 
@@ -50,14 +50,13 @@ def plan_connection(
     default_schedule: str,
 ) -> list[PlannedJob]:
     """The jobs ``connection`` should have, or :class:`CatalogError` saying why it can't."""
-    try:
-        connector = registry.get(connection.connector_id)
-    except ConnectorRegistryError:
+    if connection.connector_id not in registry:
         raise CatalogError(
             "unknown_connector",
             f"connection {connection.id!r}: unknown connector {connection.connector_id!r} "
             f"(known: {', '.join(registry.ids())})",
-        ) from None
+        )
+    connector = registry.get(connection.connector_id)
     if integration is None:
         raise CatalogError(
             "missing_integration",

@@ -54,7 +54,7 @@ def _run_worker(_: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
-        _, worker = make_worker(settings)
+        _app, worker = make_worker(settings)
     except (SettingsError, WorkerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -81,8 +81,7 @@ class RateLimit:
             raise ValueError(f"rate limit window must be > 0 seconds, got {self.window}")
         if not 1 <= self.burst <= self.requests:
             raise ValueError(
-                f"rate limit burst must be between 1 and requests={self.requests}, "
-                f"got {self.burst}"
+                f"rate limit burst must be between 1 and requests={self.requests}, got {self.burst}"
             )
         if self.strategy not in ("per-connection", "per-integration"):
             raise ValueError(

@@ -42,6 +42,9 @@ class Settings(BaseModel):
     )
     first_run: Literal["immediately", "next_grid"] = "immediately"
     misfire: Literal["run_once", "skip", "run_all"] = "run_once"
+    misfire_grace_s: float = Field(
+        default=60.0, ge=0, description="lateness up to this is an on-time run, not a misfire"
+    )
     catch_up_window_s: float = Field(default=3600.0, gt=0)
     catch_up_max: int = Field(default=10, ge=1)
     overlap: Literal["skip", "buffer_one", "allow"] = "skip"
@@ -55,6 +58,9 @@ class Settings(BaseModel):
     standby_replicas: int = Field(default=0, ge=0, le=3)
     api_token: str | None = Field(default=None, description="bearer token for the HTTP API")
     log_level: Literal["debug", "info", "warn", "error"] = "info"
+    session_timeout_s: float = Field(
+        default=30.0, ge=6, le=300, description="a silent worker leaves the group after this"
+    )
     commit_interval_s: float = Field(default=0.5, gt=0)
 
     @field_validator("store")

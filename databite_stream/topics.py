@@ -30,7 +30,16 @@ from databite_stream.models import (
     SyncRecord,
 )
 from databite_stream.settings import Settings
-from databite_stream.wire import Command, DeadLetter, DueJob, RunFinished, Tick
+from databite_stream.wire import (
+    ActionWork,
+    Command,
+    DeadLetter,
+    DueJob,
+    JobRemove,
+    JobUpsert,
+    RunFinished,
+    Tick,
+)
 
 __all__ = (
     "ACTION_REQUESTS",
@@ -143,7 +152,7 @@ DEADLETTER = TopicSpec(
 INBOX = TopicSpec(
     "internal.scheduler-inbox",
     key="connection id",
-    values=(Tick, RunFinished),
+    values=(Tick, JobUpsert, JobRemove, RunFinished),
     cleanup="delete",
     retention_ms=DAY_MS,
     internal=True,
@@ -152,7 +161,7 @@ INBOX = TopicSpec(
 WORK = TopicSpec(
     "internal.work",
     key="rate-limit key (connector:connection or connector:integration)",
-    values=(DueJob,),
+    values=(DueJob, ActionWork),
     cleanup="delete",
     retention_ms=DAY_MS,
     internal=True,

@@ -65,7 +65,10 @@ CRON_ALIASES: Final[dict[str, tuple[str, str]]] = {
     "@hourly": ("@hourly", "0 * * * *"),
 }
 
-_MONTHS: Final = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# fmt: off
+_MONTHS: Final = ("jan", "feb", "mar", "apr", "may", "jun",
+                  "jul", "aug", "sep", "oct", "nov", "dec")
+# fmt: on
 _DAYS: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb: leap years
 
@@ -86,6 +89,7 @@ _FIELDS_5: Final = (
     _Field("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
     _Field("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
 )
+_NAME_OF: Final = {"month": ("jan", "dec"), "day-of-week": ("sun", "sat")}
 _NUMBER: Final = re.compile(r"[0-9]+")
 
 
@@ -140,12 +144,12 @@ def _parse_field(text: str, f: _Field, raw: str) -> tuple[str, frozenset[int] | 
             if not _NUMBER.fullmatch(step_text) or int(step_text) < 1:
                 raise _bad(text, f"{f.name} step {step_text!r} in {item!r} must be a number >= 1")
             step = int(step_text)
+            hint = "; for 'every 90 minutes' use an interval such as '90m'" if f.lo == 0 else ""
             if step > f.hi - f.lo:
                 raise _bad(
                     text,
                     f"{f.name} step {step} in {item!r} is larger than the field's range "
-                    f"{f.lo}-{f.hi} and would fire once per cycle"
-                    + ("; for 'every 90 minutes' use an interval such as '90m'" if f.lo == 0 else ""),
+                    f"{f.lo}-{f.hi} and would fire once per cycle{hint}",
                 )
         if base == "*":
             lo, hi = f.lo, f.hi
@@ -156,8 +160,10 @@ def _parse_field(text: str, f: _Field, raw: str) -> tuple[str, frozenset[int] | 
             if f.name == "day-of-week" and hi == 0 and lo > 0:
                 hi = 7  # "fri-sun": Sunday at the end of a range is 7
             if lo > hi:
+                first, last = _NAME_OF[f.name] if a in f.names else (str(f.lo), str(f.hi))
                 raise _bad(
-                    text, f"{f.name} range {base!r} is reversed; write it as '{a}-{f.hi},{f.lo}-{b}'"
+                    text,
+                    f"{f.name} range {base!r} is reversed; write it as '{a}-{last},{first}-{b}'",
                 )
             numeric = f"{lo}-{hi}"
         else:
@@ -182,6 +188,7 @@ def parse_cron(text: str) -> CronRule:
         canonical, expansion = CRON_ALIASES[stripped]
         return CronRule(canonical, expansion, day_or=False)  # one day field is always "*"
     parts = stripped.split(" ")
+    fields: tuple[_Field, ...]
     if len(parts) == 6:
         fields = (_SECOND, *_FIELDS_5)
     elif len(parts) == 5:
@@ -214,15 +221,21 @@ def parse_cron(text: str) -> CronRule:
     return CronRule(" ".join(parts), " ".join(numeric), day_or=day_or)
 
 
-_SEGMENT: Final = 32
+_SEGMENT: Final = 32  # fire instants computed per cache miss
+_MAX_WINDOW: Final = 128  # fire instants kept per compiled cron
 _EPOCH: Final = datetime(1970, 1, 1)
 
 
 class CompiledCron:
     """Next-fire maths for one (cron, zone) pair, with a window of precomputed instants.
 
-    Not thread-safe by design (the scheduler handles one partition in one task); a lost race
-    could only recompute a window, never return a wrong time.
+    The window ``(start_ms, instants)`` holds *every* fire instant in
+    ``(start_ms, instants[-1]]``, so any query in ``[start_ms, instants[-1])`` is a ``bisect``.
+    It slides forward with time and grows backwards over small gaps, so per-job jitter (queries
+    at ``after - offset``) keeps hitting it; a query far outside it starts a new window (so a
+    burst of catch-up queries in the past is cached too). Not thread-safe by design (the
+    scheduler handles one partition in one task); a lost race could only recompute a window,
+    never return a wrong time.
     """
 
     __slots__ = ("_iter", "_utc", "_window", "_zone", "rule")
@@ -232,24 +245,47 @@ class CompiledCron:
         self._zone = zone
         self._utc = zone.key in ("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Zulu")
         self._iter = croniter(rule.croniter_expr, 0.0, day_or=rule.day_or)
-        # (start_ms, instants): every fire instant in (start_ms, instants[-1]] is in instants.
-        self._window: tuple[int, list[int]] = (0, [0])
+        self._window: tuple[int, list[int]] | None = None
 
     def next_after(self, after_ms: int) -> int:
         """The first fire instant (epoch ms) strictly after ``after_ms``."""
-        start, instants = self._window
-        if start <= after_ms < instants[-1]:
-            return instants[bisect.bisect_right(instants, after_ms)]
-        fresh = self._compute(after_ms, _SEGMENT)
-        if after_ms > start:  # time moves forward: keep the newest window, not a catch-up query
-            self._window = (after_ms, fresh)
-        return fresh[0]
+        window = self._window
+        if window is not None:
+            start, instants = window
+            if start <= after_ms < instants[-1]:
+                return instants[bisect.bisect_right(instants, after_ms)]
+        return self._miss(after_ms)
 
     def next_after_uncached(self, after_ms: int) -> int:
         """Same as :meth:`next_after`, bypassing the window (the cold path, for benchmarks)."""
         return self._compute(after_ms, 1)[0]
 
-    def _compute(self, after_ms: int, count: int) -> list[int]:
+    def _miss(self, after_ms: int) -> int:
+        window = self._window
+        if window is None:
+            self._window = (after_ms, self._compute(after_ms, _SEGMENT))
+        else:
+            start, instants = window
+            span = instants[-1] - start
+            if after_ms >= instants[-1]:
+                if after_ms - instants[-1] <= span:  # just past the end: extend forward
+                    merged = instants + self._compute(instants[-1], _SEGMENT)
+                    drop = max(0, len(merged) - _MAX_WINDOW)
+                    self._window = (merged[drop - 1] if drop else start, merged[drop:])
+                else:  # far ahead: start over
+                    self._window = (after_ms, self._compute(after_ms, _SEGMENT))
+            else:  # before the window: grow it backwards over a small gap, else start over
+                head = self._compute(after_ms, _SEGMENT, stop_at=instants[0])
+                if head[-1] >= instants[0]:
+                    head = [t for t in head if t < instants[0]] + instants
+                self._window = (after_ms, head[:_MAX_WINDOW])
+        start, instants = self._window
+        if not start <= after_ms < instants[-1]:  # window too short to reach: answer directly
+            return self._compute(after_ms, 1)[0]
+        return instants[bisect.bisect_right(instants, after_ms)]
+
+    def _compute(self, after_ms: int, count: int, stop_at: int | None = None) -> list[int]:
+        """Fire instants after ``after_ms``: ``count`` of them, or up to the first >= stop_at."""
         after_s = after_ms // 1000
         wall = after_s if self._utc else after_s + self._offset_at(after_s)
         it = self._iter
@@ -267,6 +303,8 @@ class CompiledCron:
             if instant_ms <= after_ms or (out and instant_ms == out[-1]):
                 continue  # fall-back second occurrence, or several gap times collapsed
             out.append(instant_ms)
+            if stop_at is not None and instant_ms >= stop_at:
+                break
         return out
 
     def _offset_at(self, instant_s: int) -> int:
@@ -278,7 +316,8 @@ class CompiledCron:
         naive = _EPOCH + timedelta(seconds=wall_s)
         off0 = naive.replace(tzinfo=self._zone).utcoffset()
         off1 = naive.replace(tzinfo=self._zone, fold=1).utcoffset()
-        assert off0 is not None and off1 is not None
+        assert off0 is not None
+        assert off1 is not None
         o0, o1 = int(off0.total_seconds()), int(off1.total_seconds())
         if o0 >= o1:  # unique, or ambiguous (fall back): the first occurrence uses o0
             return wall_s - o0

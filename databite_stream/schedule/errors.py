@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = (
     "IdentityError",
+    "PolicyError",
     "ScheduleError",
     "ScheduleKindError",
 )
@@ -28,3 +29,7 @@ class ScheduleKindError(ScheduleError):
 
 class IdentityError(ValueError):
     """A string is not a well-formed job id or run id (see :mod:`.identity`)."""
+
+
+class PolicyError(ValueError):
+    """A scheduling :class:`~databite_stream.schedule.job.Policy` with an impossible setting."""

@@ -12,13 +12,14 @@ of crashing the stream); tables hold bytes behind :mod:`.rows`; processing is at
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, TableT
 from mode import Service
 
 from databite_stream.connectors import default_registry
@@ -45,8 +46,9 @@ __all__ = ("StreamApp", "build_app", "now_ms")
 
 log = logging.getLogger(__name__)
 
-_RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-_ROWS = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+_RAW: faust.Schema[bytes, bytes] = faust.Schema(
+    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
 
 
 def now_ms() -> int:
@@ -67,7 +69,7 @@ class StreamApp:
             overlap=Overlap(settings.overlap),
             lease_ms=int(settings.lease_s * 1000),
             auto_pause_after=settings.auto_pause_after,
-            misfire_grace_ms=min(60_000, max(1000, int(settings.lease_s * 1000) // 10)),
+            misfire_grace_ms=int(settings.misfire_grace_s * 1000),
         )
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -82,6 +84,8 @@ class StreamApp:
             web_port=settings.web_port,
             web_bind=settings.web_host,
             broker_commit_interval=settings.commit_interval_s,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.session_timeout_s / 10,
             producer_linger=0.002,
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
@@ -107,11 +111,11 @@ class StreamApp:
             schema=_RAW,
             partitions=settings.partitions,
         )
-        self.connections = self.app.Table(
-            "connections", schema=_ROWS, partitions=settings.partitions
-        )
-        self.jobs = self.app.Table("jobs", schema=_ROWS, partitions=settings.partitions)
-        self.runs_done = self.app.Table("runs-done", schema=_ROWS, partitions=settings.partitions)
+        # faust derives a table's changelog serializers from key_type/value_type (not from
+        # the schema): bytes -> raw, anything else -> json; rows are bytes we encode ourselves
+        self.connections = self._table("connections")
+        self.jobs = self._table("jobs")
+        self.runs_done = self._table("runs-done")
         #: per active partition of the inbox: heap of (wake_at_ms, job_id)
         self.due: dict[int, DueIndex] = {}
         #: per active partition: connection id -> its job ids (rebuilt with the due index)
@@ -122,11 +126,22 @@ class StreamApp:
             on_invalid=self.deadletters.from_record_if_owner,
         )
         self.inbox_name = INBOX.name(settings)
+        #: set once the first assignment has been recovered (and the due index built)
+        self.assigned = asyncio.Event()
         self.app.add_dependency(_IntegrationsService(self.integrations))
 
     def _topic(self, spec: TopicSpec) -> faust.TopicT:
         return self.app.topic(
             spec.name(self.settings), schema=_RAW, partitions=self.settings.partitions
+        )
+
+    def _table(self, name: str) -> TableT[str, bytes]:
+        return self.app.Table(
+            name,
+            key_type=str,
+            value_type=bytes,
+            partitions=self.settings.partitions,
+            recovery_buffer_size=10_000,
         )
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:

@@ -45,7 +45,7 @@ def register(sa: StreamApp) -> None:
             await on_action_request(sa, event)
 
 
-async def on_connection(sa: StreamApp, event: EventT) -> None:
+async def on_connection(sa: StreamApp, event: EventT[bytes]) -> None:
     message = event.message
     key = message.key.decode("utf-8", "replace") if message.key else None
     if key is None:
@@ -57,11 +57,11 @@ async def on_connection(sa: StreamApp, event: EventT) -> None:
     at = now_ms()
     if message.value is None:  # tombstone: the connection is gone
         if old is not None:
-            for job in old.job_ids:
+            for old_id in old.job_ids:
                 await inbox.send(
                     key=key.encode(),
                     value=JobRemove(
-                        job_id=job, connection_id=key, reason="connection deleted", at_ms=at
+                        job_id=old_id, connection_id=key, reason="connection deleted", at_ms=at
                     )
                     .model_dump_json()
                     .encode(),
@@ -93,12 +93,12 @@ async def on_connection(sa: StreamApp, event: EventT) -> None:
         partition=message.partition, connection=connection, job_ids=tuple(sorted(wanted))
     ).encode()
     if old is not None:
-        for job in old.job_ids:
-            if job not in wanted:
+        for old_job in old.job_ids:
+            if old_job not in wanted:
                 await inbox.send(
                     key=key.encode(),
                     value=JobRemove(
-                        job_id=job, connection_id=key, reason="sync deactivated", at_ms=at
+                        job_id=old_job, connection_id=key, reason="sync deactivated", at_ms=at
                     )
                     .model_dump_json()
                     .encode(),
@@ -126,7 +126,7 @@ def _errors(exc: ValidationError) -> str:
     )
 
 
-async def on_action_request(sa: StreamApp, event: EventT) -> None:
+async def on_action_request(sa: StreamApp, event: EventT[bytes]) -> None:
     message = event.message
     try:
         if message.value is None:

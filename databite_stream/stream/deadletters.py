@@ -101,7 +101,7 @@ class DeadLetters:
             at_ms=now_ms(),
         )
 
-    async def from_event(self, event: EventT, reason: str, kind: str) -> None:
+    async def from_event(self, event: EventT[bytes], reason: str, kind: str) -> None:
         await self.from_message(event.message, reason, kind)
 
     async def from_record_if_owner(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
@@ -109,6 +109,7 @@ class DeadLetters:
         only the worker owning that partition number reports it, so it is reported once."""
         from databite_stream.stream.app import now_ms
 
+        await self._app.assigned.wait()  # read before the first assignment: wait for it
         if record.partition not in self._app.owned_inbox_partitions():
             return
         await self.send(

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
+import faust
 import orjson
 from faust.types import EventT, StreamT
 from mode import Service
 from pydantic import ValidationError
 
 from databite_stream.execution import Executor
-from databite_stream.models import Connection, ExecutionResult, SyncBatch
+from databite_stream.models import Connection, ErrorKind, ExecutionResult, SyncBatch
 from databite_stream.stream.app import StreamApp, now_ms
 from databite_stream.topics import (
     ACTION_RESULTS,
@@ -49,7 +50,7 @@ def register(sa: StreamApp) -> None:
 
     @sa.app.agent(sa.topic(WORK), name="databite.executor")
     async def executor(stream: StreamT[bytes]) -> None:
-        manual = stream.noack()
+        manual = cast(faust.Stream[bytes], stream).noack()
         async for event in manual.events():
             await runner.slots.acquire()
             task = asyncio.create_task(runner.handle(manual, event))
@@ -79,7 +80,7 @@ class Runner:
         self.executor = Executor()
         self.in_flight = 0
 
-    async def handle(self, stream: StreamT[bytes], event: EventT) -> None:
+    async def handle(self, stream: StreamT[bytes], event: EventT[bytes]) -> None:
         try:
             await self._handle(event)
         except Exception:
@@ -96,7 +97,7 @@ class Runner:
             self.slots.release()
             await stream.ack(event)
 
-    async def _handle(self, event: EventT) -> None:
+    async def _handle(self, event: EventT[bytes]) -> None:
         message = event.message
         if message.value is None:
             await self.sa.deadletters.from_event(event, "empty work message", "invalid")
@@ -199,7 +200,7 @@ class Runner:
             checkpoint=summary.checkpoint if summary is not None else None,
             checkpoint_changed=checkpoint_changed and summary is not None,
             error=result.error if result is not None else None,
-            error_kind=result.error_kind if result is not None else "none",
+            error_kind=result.error_kind if result is not None else ErrorKind.NONE,
             records=summary.records if summary is not None else 0,
         )
         await self.sa.topic(INBOX).send(

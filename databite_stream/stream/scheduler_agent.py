@@ -130,7 +130,7 @@ def register(sa: StreamApp) -> None:
         async for event in stream.events():
             await on_inbox(sa, ticker, event)
 
-    @sa.app.task
+    @sa.app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def tick_loop() -> None:
         await ticker.run()
 
@@ -140,6 +140,9 @@ def register(sa: StreamApp) -> None:
         items: dict[int, list[tuple[str, int]]] = {p: [] for p in owned}
         started = time.monotonic()
         for count, (key, raw) in enumerate(sa.jobs.items(), start=1):
+            if not isinstance(raw, bytes):
+                log.warning("jobs table: key %r holds %s, not bytes", key, type(raw).__name__)
+                continue
             row = decode_job_row(raw)
             if row.partition in items:
                 wake = wake_at_ms(row.state)
@@ -150,6 +153,7 @@ def register(sa: StreamApp) -> None:
         sa.due = {p: DueIndex.from_items(v) for p, v in items.items()}
         ticker.outstanding.clear()
         ticker.poke()
+        sa.assigned.set()
         log.info(
             "due index rebuilt for partitions %s: %d jobs in %.2fs",
             sorted(owned),
@@ -180,7 +184,7 @@ def _load(sa: StreamApp, job: str) -> JobRow | None:
     return decode_job_row(raw) if raw is not None else None
 
 
-async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT) -> None:
+async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
     message = event.message
     if message.value is None:
         await sa.deadletters.from_event(event, "empty message", "invalid")
@@ -240,7 +244,7 @@ async def _on_tick(sa: StreamApp, partition: int, now: int) -> None:
 
 
 async def _on_upsert(
-    sa: StreamApp, partition: int, msg: JobUpsert, now: int, event: EventT
+    sa: StreamApp, partition: int, msg: JobUpsert, now: int, event: EventT[bytes]
 ) -> None:
     try:
         spec = parse_schedule(msg.schedule)
@@ -256,7 +260,9 @@ async def _on_upsert(
     _store(sa, row)
 
 
-async def _on_command(sa: StreamApp, partition: int, cmd: Command, now: int, event: EventT) -> None:
+async def _on_command(
+    sa: StreamApp, partition: int, cmd: Command, now: int, event: EventT[bytes]
+) -> None:
     if cmd.sync_name is not None:
         jobs: tuple[str, ...] = (job_id(cmd.connection_id, cmd.sync_name),)
     else:

@@ -45,7 +45,7 @@ class Cluster:
         )
 
     async def create_topics(self) -> None:
-        created, problems = await create_topics(self.settings)
+        _created, problems = await create_topics(self.settings)
         assert not problems, problems
 
     def topic(self, spec: Any) -> str:

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from databite_stream.models import Connection, Integration
-from databite_stream.topics import RECORDS
+from databite_stream.models import (
+    ActionRequest,
+    ActionResult,
+    Connection,
+    ExecutionResult,
+    Integration,
+)
+from databite_stream.topics import (
+    ACTION_REQUESTS,
+    ACTION_RESULTS,
+    COMMANDS,
+    CONNECTIONS,
+    DEADLETTER,
+    INTEGRATIONS,
+    RECORDS,
+)
+from databite_stream.wire import Command, DeadLetter
 from tests.helpers import wait_for
 from tests.integration.stream.harness import Cluster
 
@@ -54,10 +72,301 @@ async def test_interval_sync_runs_on_the_grid_and_exports_records(cluster: Clust
     results = sorted(await cluster.results(), key=lambda r: r.scheduled_for_ms or 0)
     assert all(r.success for r in results), [r.error for r in results]
     scheduled = [r.scheduled_for_ms or 0 for r in results]
-    gaps = [b - a for a, b in zip(scheduled[1:], scheduled[2:], strict=False)]
-    assert gaps and all(g == 2000 for g in gaps), scheduled  # fixed-rate grid after the first
+    gaps = [b - a for a, b in itertools.pairwise(scheduled[1:])]
+    assert gaps, scheduled
+    assert all(g == 2000 for g in gaps), scheduled  # fixed-rate grid after the first
     assert len({r.run_id for r in results}) == len(results)
     records = await cluster.read(RECORDS)
     keys = Counter(r.key for r in records)
     assert len(keys) == 5  # rec-0..rec-4, incremental after the first run
     assert all(SECRET.encode() not in (r.value or b"") for r in records)
+
+
+async def _results_for(cluster: Cluster, connection_id: str) -> list[ExecutionResult]:
+    return sorted(
+        (r for r in await cluster.results() if r.connection_id == connection_id),
+        key=lambda r: r.scheduled_for_ms or 0,
+    )
+
+
+async def _stops(cluster: Cluster, connection_id: str, *, quiet_s: float = 3.0) -> None:
+    """After a stopping command: at most one more result (a run already in flight), then
+    none for ``quiet_s`` seconds (three intervals of the 1 s schedules used here)."""
+    before = len(await _results_for(cluster, connection_id))
+    count, quiet_since = before, time.monotonic()
+    deadline = time.monotonic() + 30
+    while time.monotonic() - quiet_since < quiet_s:
+        assert time.monotonic() < deadline, "never went quiet"
+        now = len(await _results_for(cluster, connection_id))
+        assert now <= before + 1, f"{now - before} runs after the command"
+        if now != count:
+            count, quiet_since = now, time.monotonic()
+        await asyncio.sleep(0.25)
+
+
+async def test_cron_with_seconds_fires_on_its_instants(cluster: Cluster) -> None:
+    await cluster.create_topics()
+    cluster.start_worker(DATABITE_FIRST_RUN="next_grid")
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("cron", "*/3 * * * * *"))
+
+    async def enough() -> bool:
+        return len(await _results_for(cluster, "cron")) >= 3
+
+    await wait_for(enough, timeout=60, interval=0.5, what="3 cron runs")
+    results = await _results_for(cluster, "cron")
+    assert all((r.scheduled_for_ms or 1) % 3000 == 0 for r in results), results
+    for r in results:  # ran promptly after its instant
+        assert 0 <= r.started_at_ms - (r.scheduled_for_ms or 0) < 2000
+
+
+async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -> None:
+    await cluster.create_topics()
+    cluster.start_worker()
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("ctl", "1s"))
+    await cluster.put_connection(echo_connection("gone", "1s"))
+
+    async def runs(cid: str, n: int) -> bool:
+        return len(await _results_for(cluster, cid)) >= n
+
+    await wait_for(lambda: runs("ctl", 2), timeout=60, what="ctl running")
+    await wait_for(lambda: runs("gone", 2), timeout=30, what="gone running")
+
+    # pause -> nothing more (after a possible run already in flight)
+    await cluster.command(Command(command="pause", connection_id="ctl", sync_name="records"))
+    await _stops(cluster, "ctl")
+
+    # resume -> runs again, back on the 1 s grid
+    paused_count = len(await _results_for(cluster, "ctl"))
+    await cluster.command(Command(command="resume", connection_id="ctl"))
+    await wait_for(lambda: runs("ctl", paused_count + 2), timeout=20, what="resumed runs")
+    scheduled = [r.scheduled_for_ms or 0 for r in await _results_for(cluster, "ctl")]
+    assert all((b - scheduled[1]) % 1000 == 0 for b in scheduled[1:]), scheduled
+
+    # run-now -> one extra run at the requested instant (off the grid)
+    at = int(time.time() * 1000) + 1  # guaranteed not a grid point of the 1 s grid... almost
+    at += 500 if (at - scheduled[1]) % 1000 == 0 else 0
+    await cluster.command(Command(command="run_now", connection_id="ctl", requested_at_ms=at))
+
+    async def ran_now() -> bool:
+        return any(r.scheduled_for_ms == at for r in await _results_for(cluster, "ctl"))
+
+    await wait_for(ran_now, timeout=20, what="the run-now result")
+
+    # unschedule -> no more runs
+    await cluster.command(Command(command="unschedule", connection_id="ctl"))
+    await _stops(cluster, "ctl")
+
+    # tombstone -> no more runs for that connection either
+    await cluster.put_raw(cluster.topic(CONNECTIONS), b"gone", None)
+    await _stops(cluster, "gone")
+
+    ids = [r.run_id for r in await cluster.results()]
+    assert len(ids) == len(set(ids)), "a run_id has two results"
+
+
+async def test_restart_keeps_schedules_and_handles_the_missed_run(cluster: Cluster) -> None:
+    await cluster.create_topics()
+    env = {"DATABITE_MISFIRE_GRACE_S": "1", "DATABITE_MISFIRE": "run_once"}
+    first = cluster.start_worker("w1", **env)
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("r1", "2s"))
+
+    async def runs(n: int) -> bool:
+        return len(await _results_for(cluster, "r1")) >= n
+
+    await wait_for(lambda: runs(3), timeout=60, what="3 runs before the restart")
+    cluster.stop_worker(first)
+    before = await _results_for(cluster, "r1")
+    down_from = int(time.time() * 1000)
+    # stay down for more than two intervals, so that runs are missed
+    await wait_for(lambda: int(time.time() * 1000) - down_from > 5000, timeout=10, what="downtime")
+    cluster.start_worker("w2", **env)  # same app id, no connection re-published
+    await wait_for(lambda: runs(len(before) + 3), timeout=60, what="runs after the restart")
+    after = await _results_for(cluster, "r1")
+    grid = before[1].scheduled_for_ms or 0
+    new = [r for r in after if r.run_id not in {b.run_id for b in before}]
+    assert all(((r.scheduled_for_ms or 0) - grid) % 2000 == 0 for r in after[1:]), after
+    # run_once: the missed times collapse into one catch-up run, then the grid resumes
+    missed = [r for r in new if (r.scheduled_for_ms or 0) < down_from + 5000]
+    assert len(missed) <= 1, [r.scheduled_for_ms for r in missed]
+    ids = [r.run_id for r in await cluster.results()]
+    assert len(ids) == len(set(ids)), "a run_id has two results"
+
+
+async def test_two_workers_split_partitions_and_fail_over(cluster: Cluster) -> None:
+    await cluster.create_topics()
+    env = {"DATABITE_MISFIRE_GRACE_S": "30", "DATABITE_SESSION_TIMEOUT_S": "10"}
+    w1 = cluster.start_worker("w1", **env)
+    w2 = cluster.start_worker("w2", **env)
+    await cluster.put_integration(echo_integration())
+    ids = [f"conn-{i}" for i in range(8)]
+    for cid in ids:
+        await cluster.put_connection(echo_connection(cid, "1s"))
+
+    async def all_running(min_runs: int) -> bool:
+        results = await cluster.results()
+        counts = Counter(r.connection_id for r in results)
+        return all(counts[c] >= min_runs for c in ids)
+
+    await wait_for(lambda: all_running(2), timeout=90, what="every connection running")
+
+    def owned(name: str) -> set[int]:
+        lines = [ln for ln in cluster.log(name).splitlines() if "due index rebuilt" in ln]
+        if not lines:
+            return set()
+        inside = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
+        return {int(p) for p in inside.split(",") if p.strip()}
+
+    await wait_for(
+        lambda: bool(owned("w1")) and bool(owned("w2")) and not owned("w1") & owned("w2"),
+        timeout=30,
+        what="partitions split between the workers",
+    )
+    assert owned("w1") | owned("w2") == set(range(cluster.partitions))
+
+    cluster.stop_worker(w2, kill=True)  # kill -9: no goodbye to the group
+    killed_at = int(time.time() * 1000)
+
+    async def all_after_kill() -> bool:
+        results = await cluster.results()
+        latest = dict.fromkeys(ids, 0)
+        for r in results:
+            latest[r.connection_id] = max(latest[r.connection_id], r.finished_at_ms)
+        return all(t > killed_at + 1000 for t in latest.values())
+
+    # the session timeout (10 s here) bounds the takeover
+    await wait_for(all_after_kill, timeout=60, interval=1.0, what="w1 taking over w2's jobs")
+    assert owned("w1") == set(range(cluster.partitions))
+    assert w1.poll() is None
+    run_ids = [r.run_id for r in await cluster.results()]
+    dupes = [k for k, n in Counter(run_ids).items() if n > 1]
+    # a kill -9 may re-deliver a run whose result was published but not yet committed;
+    # the runs-done table catches those that finished; report anything else
+    assert not dupes, f"run ids with two results: {dupes}"
+
+
+async def test_bad_input_is_dead_lettered_and_good_connections_keep_running(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_topics()
+    cluster.start_worker()
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("good", "1s"))
+    bad: list[tuple[str, bytes | None, bytes | None, str]] = [
+        (cluster.topic(CONNECTIONS), b"x1", b"{not json", "invalid connection"),
+        (
+            cluster.topic(CONNECTIONS),
+            b"x2",
+            echo_connection("x2", "1s")
+            .model_copy(update={"connector_id": "nope"})
+            .model_dump_json()
+            .encode(),
+            "unknown connector",
+        ),
+        (
+            cluster.topic(CONNECTIONS),
+            b"x3",
+            echo_connection("x3", "0 25 * * *").model_dump_json().encode(),
+            "hour 25",
+        ),
+        (
+            cluster.topic(CONNECTIONS),
+            b"x4",
+            echo_connection("x4", "1s")
+            .model_copy(update={"integration_id": "missing"})
+            .model_dump_json()
+            .encode(),
+            "integration 'missing'",
+        ),
+        (
+            cluster.topic(COMMANDS),
+            b"good",
+            b'{"command": "explode", "connection_id": "good"}',
+            "invalid message",
+        ),
+        (cluster.topic(ACTION_REQUESTS), b"good", b"\xff\xfe garbage", "invalid action request"),
+        (cluster.topic(INTEGRATIONS), b"i9", b'{"id": "i9"}', "invalid integration"),
+    ]
+    for topic, key, value, _ in bad:
+        await cluster.put_raw(topic, key, value)
+
+    async def all_dead_lettered() -> bool:
+        letters = [
+            DeadLetter.model_validate_json(r.value)
+            for r in await cluster.read(DEADLETTER)
+            if r.value is not None
+        ]
+        return all(
+            any(
+                d.source_topic == t
+                and d.key == (k or b"").decode("utf-8", "replace")
+                and reason in d.reason
+                for d in letters
+            )
+            for t, k, _, reason in bad
+        )
+
+    await wait_for(
+        all_dead_lettered, timeout=60, interval=0.5, what="every bad input dead-lettered"
+    )
+    letters = await cluster.read(DEADLETTER)
+    assert all(SECRET.encode() not in (r.value or b"") for r in letters)
+    before = len(await _results_for(cluster, "good"))
+
+    async def still_running() -> bool:
+        return len(await _results_for(cluster, "good")) >= before + 2
+
+    await wait_for(still_running, timeout=20, what="the good connection to keep running")
+
+
+async def test_action_request_returns_its_result_with_the_correlation_id(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_topics()
+    cluster.start_worker()
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("act", "1h"))
+
+    async def known() -> bool:  # its first (immediate) run shows the worker has it
+        return len(await _results_for(cluster, "act")) >= 1
+
+    await wait_for(known, timeout=60, what="the connection to be scheduled")
+    ok = ActionRequest(
+        correlation_id="corr-1",
+        connection_id="act",
+        action="echo",
+        input={"text": "hello"},
+        requested_at_ms=1,
+    )
+    bad = ActionRequest(
+        correlation_id="corr-2",
+        connection_id="act",
+        action="echo",
+        input={"txt": "hello"},
+        requested_at_ms=1,
+    )
+    for req in (ok, bad):
+        await cluster.put_raw(
+            cluster.topic(ACTION_REQUESTS), b"act", req.model_dump_json().encode()
+        )
+
+    async def answered() -> bool:
+        got = {r.key for r in await cluster.read(ACTION_RESULTS)}
+        return {b"corr-1", b"corr-2"} <= got
+
+    await wait_for(answered, timeout=60, interval=0.5, what="both action results")
+    results = {
+        r.correlation_id: r
+        for r in (
+            ActionResult.model_validate_json(m.value)
+            for m in await cluster.read(ACTION_RESULTS)
+            if m.value is not None
+        )
+    }
+    assert results["corr-1"].success
+    assert results["corr-1"].output == {"text": "hello", "length": 5}
+    assert not results["corr-2"].success
+    assert "text" in (results["corr-2"].error or "")
+    assert results["corr-2"].error_kind == "validation"

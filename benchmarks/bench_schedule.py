@@ -1,0 +1,200 @@
+"""Benchmark of the pure scheduling core: next-run maths and the due index.
+
+Prints one table: next-run computations per second (croniter as a naive engine would call it,
+our uncached cron path, our cached cron path, intervals), due-index upserts/pops per second and
+bytes per entry at 1,000,000 entries (tracemalloc), and the cost of an idle tick (``peek`` on a
+full index). Each figure is the median of several repeats; ratios are against the croniter
+baseline measured in the same run. Run: ``.venv/bin/python benchmarks/bench_schedule.py``
+(``--quick`` for a smoke run with smaller sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from croniter import croniter
+
+from databite_stream.schedule import DueIndex, next_run_after, parse_schedule
+from databite_stream.schedule.cron import CronRule, compiled_cron
+
+T0 = 1_700_000_000_000
+Row = tuple[str, float, str, str]  # name, value, unit, target/ratio
+
+
+def median_rate(fn: Callable[[], int], repeats: int) -> float:
+    """Median operations per second of ``fn`` (which returns its operation count)."""
+    rates = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        ops = fn()
+        rates.append(ops / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def bench_next_run(n: int, repeats: int) -> list[Row]:
+    expr = "0 * * * *"
+    spec = parse_schedule(expr, tz="Europe/Berlin")
+    jittered = parse_schedule(expr, tz="Europe/Berlin", jitter_ms=300_000)
+    interval = parse_schedule("15m")
+    assert isinstance(spec.rule, CronRule)
+    compiled = compiled_cron(spec.rule, spec.tz)
+    jobs = [f"conn-{i}/messages" for i in range(1000)]
+
+    def cold_croniter() -> int:
+        for i in range(n // 20):
+            croniter(expr, (T0 + i * 997_000) / 1000).get_next(float)
+        return n // 20
+
+    def ours_uncached() -> int:
+        for i in range(n // 20):
+            compiled.next_after_uncached(T0 + i * 997_000)
+        return n // 20
+
+    def ours_cached() -> int:
+        # many jobs on one cron, each asking for its next run after its previous one
+        t = T0
+        for i in range(n):
+            t2 = next_run_after(spec, t)
+            if i % 1000 == 999:
+                t = t2 or t
+        return n
+
+    def ours_cached_jitter() -> int:
+        t = T0
+        for i in range(n):
+            job = jobs[i % 1000]
+            next_run_after(jittered, t, job_id=job)
+            if i % 1000 == 999:
+                t += 3_600_000
+        return n
+
+    def ours_interval() -> int:
+        for i in range(n):
+            next_run_after(interval, T0 + i * 1000, anchor_ms=T0 - i)
+        return n
+
+    base = median_rate(cold_croniter, repeats)
+    rows: list[Row] = [
+        ("next run: croniter, new iterator per call (baseline)", base, "ops/s", "1.0x")
+    ]
+    for name, fn, target in [
+        ("next run: our cron, uncached (DST-aware)", ours_uncached, ""),
+        ("next run: our cron, cached, 1 cron shared by jobs", ours_cached, ">= 200k"),
+        ("next run: our cron, cached + per-job jitter", ours_cached_jitter, ">= 200k"),
+        ("next run: interval (fixed-rate grid)", ours_interval, ""),
+    ]:
+        rate = median_rate(fn, repeats)
+        note = f"{rate / base:.0f}x" + (f", target {target}" if target else "")
+        rows.append((name, rate, "ops/s", note))
+    return rows
+
+
+def bench_index(n: int, repeats: int) -> list[Row]:
+    ids = [f"conn-{i:07d}/messages" for i in range(n)]
+    times = [T0 + (i * 7_919) % 3_600_000 for i in range(n)]
+
+    def fill() -> DueIndex:
+        index = DueIndex()
+        for j, t in zip(ids, times, strict=True):
+            index.upsert(j, t)
+        return index
+
+    upserts: list[float] = []
+    reschedules: list[float] = []
+    pops: list[float] = []
+    peeks: list[float] = []
+    mem: list[float] = []
+    mem_with_ids: list[float] = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        index = fill()
+        upserts.append(n / (time.perf_counter() - start))
+
+        # superseding upserts on a full index (the steady state: a run re-arms its job)
+        k = n // 4
+        start = time.perf_counter()
+        for j, t in zip(ids[:k], times[:k], strict=True):
+            index.upsert(j, t + 3_600_000)
+        reschedules.append(k / (time.perf_counter() - start))
+
+        # idle tick: peek on a full index
+        m = 200_000
+        peek = index.peek_next_ms
+        start = time.perf_counter_ns()
+        for _ in range(m):
+            peek()
+        peeks.append((time.perf_counter_ns() - start) / m)
+
+        start = time.perf_counter()
+        popped = 0
+        while True:
+            batch = index.pop_due(T0 + 10_000_000, 1000)
+            if not batch:
+                break
+            popped += len(batch)
+        pops.append(popped / (time.perf_counter() - start))
+        del index
+
+        # memory: index structures only (ids already exist in the schedules table) ...
+        gc.collect()
+        tracemalloc.start()
+        index = fill()
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        mem.append(current / n)
+        del index
+        # ... and including freshly allocated id strings, as after a rebuild from bytes
+        gc.collect()
+        tracemalloc.start()
+        fresh = [(f"conn-{i:07d}/messages", t) for i, t in enumerate(times)]
+        index = DueIndex.from_items(fresh)
+        del fresh
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        mem_with_ids.append(current / n)
+        del index
+
+    med = statistics.median
+    return [
+        (f"due index: upsert into empty (n={n:,})", med(upserts), "ops/s", "target >= 500k"),
+        (
+            "due index: superseding upsert on full index",
+            med(reschedules),
+            "ops/s",
+            "target >= 500k",
+        ),
+        ("due index: pop_due (batches of 1000)", med(pops), "ops/s", "target >= 500k"),
+        ("due index: memory per entry (ids not counted)", med(mem), "bytes", "target <= 200"),
+        ("due index: memory per entry incl. 24-char ids", med(mem_with_ids), "bytes", ""),
+        (f"idle tick: peek_next_ms on {n:,} entries", med(peeks), "ns", "target < 1000"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per figure (median)")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 5)
+    n_next = 20_000 if args.quick else 200_000
+    n_index = 100_000 if args.quick else 1_000_000
+
+    rows = bench_next_run(n_next, repeats) + bench_index(n_index, repeats)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'median':>14}  {'unit':<6}  note")
+    print("-" * (width + 40))
+    for name, value, unit, note in rows:
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+        print(f"{name:<{width}}  {shown:>14}  {unit:<6}  {note}")
+    print(f"\n(median of {repeats} repeats; index n={n_index:,}; next-run n={n_next:,})")
+
+
+if __name__ == "__main__":
+    main()

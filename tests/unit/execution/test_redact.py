@@ -1,0 +1,51 @@
+"""Redactor: secrets masked everywhere, in any encoding, never short values."""
+
+from __future__ import annotations
+
+from databite_stream.redact import MASK, Redactor, collect_secrets, mask_values
+
+SECRET = "sk_live_Zx9/+q=="
+
+
+def test_masks_secrets_in_text_and_nested_structures() -> None:
+    red = Redactor.for_configs(connection={"token": SECRET, "nested": {"list": ["other-secret"]}})
+    text = f"GET /x?token={SECRET} failed; also other-secret"
+    assert red.text(text) == f"GET /x?token={MASK} failed; also {MASK}"
+    data = {"a": [SECRET, {"b": (f"pre{SECRET}post", 3)}], SECRET: "key kept"}
+    assert red.redact(data) == {"a": [MASK, {"b": (f"pre{MASK}post", 3)}], SECRET: "key kept"}
+    assert data["a"][0] == SECRET  # input untouched
+
+
+def test_masks_url_encoded_and_json_escaped_forms() -> None:
+    red = Redactor([SECRET, 'quote"me\\now'])
+    assert SECRET not in red.text("sk_live_Zx9%2F%2Bq%3D%3D")
+    assert MASK in red.text("sk_live_Zx9%2F%2Bq%3D%3D")
+    assert red.text('{"t": "quote\\"me\\\\now"}') == '{"t": "***"}'
+
+
+def test_longest_secret_wins_and_short_values_are_ignored() -> None:
+    red = Redactor(["abcd", "abcdefgh", "eu", ""])
+    assert red.text("xabcdefghx abcd eu") == f"x{MASK}x {MASK} eu"
+    assert red.secrets == frozenset({"abcd", "abcdefgh"})
+
+
+def test_integration_config_only_secret_keys() -> None:
+    red = Redactor.for_configs(
+        integration={
+            "base_url": "https://api.example.com",
+            "client_secret": "s3cr3t-value",
+            "oauth": {"private_key": "-----KEY-----"},
+        }
+    )
+    assert red.secrets == {"s3cr3t-value", "-----KEY-----"}
+    assert collect_secrets({"n": 12345, "s": "abcd"}) == {"abcd"}
+
+
+def test_with_secrets_adds_and_empty_redactor_is_identity() -> None:
+    red = Redactor().with_secrets(["new-token-123"])
+    assert red.text("new-token-123") == MASK
+    assert Redactor().redact({"x": "y"}) == {"x": "y"}
+
+
+def test_mask_values_keeps_keys() -> None:
+    assert mask_values({"a": 1, "b": "x"}) == {"a": MASK, "b": MASK}

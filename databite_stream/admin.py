@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from databite_stream.settings import Settings
-from databite_stream.topics import TOPICS, TopicSpec
+from databite_stream.topics import TABLES, TOPICS, TopicSpec, changelog_topic
 
 __all__ = ("TopicProblem", "TopicState", "check_topics", "create_topics", "describe_topics")
 
@@ -112,18 +112,29 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=15000)
     await admin.start()
     created: list[str] = []
-    try:
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name=spec.name(settings),
-                    num_partitions=settings.partitions,
-                    replication_factor=settings.replication_factor,
-                    topic_configs=spec.config(),
-                )
-                for spec in specs
-            ]
+    new = [
+        NewTopic(
+            name=spec.name(settings),
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=spec.config(),
         )
+        for spec in specs
+    ]
+    # the tables' changelogs too: faust would create them at start, but a worker that
+    # writes a table before its producer has seen the new topic's metadata fails
+    # (PartitionsMismatch, "0 partitions"); created here, they exist before faust starts
+    new += [
+        NewTopic(
+            name=changelog_topic(settings, table),
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        )
+        for table in TABLES
+    ]
+    try:
+        response = await admin.create_topics(new)
         for name, code, message in (e[:3] for e in response.topic_errors):
             if code == 0:
                 created.append(name)

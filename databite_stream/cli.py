@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     worker.set_defaults(runner=_run_worker)
+
+    from databite_stream import demo
+
+    demo_parser = sub.add_parser(
+        "demo", help="run the whole engine locally with live results (Ctrl-C to stop)"
+    )
+    demo.build_parser(demo_parser)
+    demo_parser.set_defaults(runner=demo.run)
     return parser
 
 

@@ -51,9 +51,11 @@ __all__ = (
     "INTEGRATIONS",
     "RECORDS",
     "RESULTS",
+    "TABLES",
     "TOPICS",
     "WORK",
     "TopicSpec",
+    "changelog_topic",
     "record_key",
 )
 
@@ -180,6 +182,14 @@ TOPICS: tuple[TopicSpec, ...] = (
     INBOX,
     WORK,
 )
+
+
+#: changelog-backed tables of the worker (faust names their topics ``<app_id>-<table>-changelog``)
+TABLES: tuple[str, ...] = ("connections", "jobs", "runs-done")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
 
 
 def record_key(connection_id: str, sync_name: str, record_id: str) -> bytes:

@@ -24,10 +24,12 @@ from mode import Service
 
 from databite_stream.connectors import default_registry
 from databite_stream.connectors.registry import ConnectorRegistry
+from databite_stream.models import Integration
 from databite_stream.schedule import DueIndex, FirstRun, Misfire, Overlap, Policy
 from databite_stream.settings import Settings
 from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
+from databite_stream.stream.rows import decode_connection_row
 from databite_stream.topics import (
     ACTION_REQUESTS,
     ACTION_RESULTS,
@@ -38,9 +40,11 @@ from databite_stream.topics import (
     INTEGRATIONS,
     RECORDS,
     RESULTS,
+    TABLES,
     WORK,
     TopicSpec,
 )
+from databite_stream.wire import JobRemove
 
 __all__ = ("StreamApp", "build_app", "now_ms")
 
@@ -113,9 +117,7 @@ class StreamApp:
         )
         # faust derives a table's changelog serializers from key_type/value_type (not from
         # the schema): bytes -> raw, anything else -> json; rows are bytes we encode ourselves
-        self.connections = self._table("connections")
-        self.jobs = self._table("jobs")
-        self.runs_done = self._table("runs-done")
+        self.connections, self.jobs, self.runs_done = (self._table(t) for t in TABLES)
         #: per active partition of the inbox: heap of (wake_at_ms, job_id)
         self.due: dict[int, DueIndex] = {}
         #: per active partition: connection id -> its job ids (rebuilt with the due index)
@@ -124,6 +126,7 @@ class StreamApp:
             settings.broker,
             INTEGRATIONS.name(settings),
             on_invalid=self.deadletters.from_record_if_owner,
+            on_change=self._on_integration_change,
         )
         self.inbox_name = INBOX.name(settings)
         #: set once the first assignment has been recovered (and the due index built)
@@ -151,6 +154,31 @@ class StreamApp:
         """Partitions of the scheduler inbox this worker actively owns (not standbys)."""
         actives: set[TP] = self.app.assignor.assigned_actives()
         return {tp.partition for tp in actives if tp.topic == self.inbox_name}
+
+    async def _on_integration_change(self, integration_id: str, value: Integration | None) -> None:
+        """An integration was deleted: unschedule the jobs of the connections this worker
+        owns that use it (other workers do the same for theirs). Not a table write: a
+        ``JobRemove`` to the scheduler inbox, handled in order like any other change."""
+        if value is not None:
+            return
+        owned = self.owned_inbox_partitions()
+        inbox = self.topic(INBOX)
+        for key, raw in list(self.connections.items()):
+            row = decode_connection_row(raw)
+            if row.partition not in owned or row.connection.integration_id != integration_id:
+                continue
+            for job in row.job_ids:
+                await inbox.send(
+                    key=str(key).encode(),
+                    value=JobRemove(
+                        job_id=job,
+                        connection_id=str(key),
+                        reason=f"integration {integration_id!r} deleted",
+                        at_ms=now_ms(),
+                    )
+                    .model_dump_json()
+                    .encode(),
+                )
 
     def info(self) -> dict[str, Any]:
         return {

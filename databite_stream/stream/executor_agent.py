@@ -15,6 +15,7 @@ re-sent to the scheduler, in case that was what got lost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -84,6 +85,7 @@ class Runner:
         try:
             await self._handle(event)
         except Exception:
+            await self._fail_run(event)
             log.exception(
                 "executor failed on %s[%d]@%d",
                 event.message.topic,
@@ -117,6 +119,17 @@ class Runner:
                     del self.locks[work.job_id]
         else:
             await self._run_action(work)
+
+    async def _fail_run(self, event: EventT[bytes]) -> None:
+        """An internal error: tell the scheduler the run failed, so the job is not left
+        "in flight" until its lease expires."""
+        try:
+            work = work_adapter.validate_json(event.message.value or b"")
+        except ValidationError:
+            return
+        if isinstance(work, DueJob):
+            with contextlib.suppress(Exception):
+                await self._report(work, False, None, error="internal error in the executor")
 
     def _done(self, job: str) -> dict[str, Any]:
         raw = self.sa.runs_done.get(job)
@@ -179,7 +192,10 @@ class Runner:
         if len(done) > DONE_KEPT:
             for old in list(done)[: len(done) - DONE_KEPT]:
                 del done[old]
-        self.sa.runs_done[due.job_id] = orjson.dumps(done)
+        try:
+            self.sa.runs_done[due.job_id] = orjson.dumps(done)
+        except Exception:  # de-duplication is best effort; the result is already out
+            log.exception("could not record run %s as done", due.run_id)
         await self._report(due, result.success, result, checkpoint_changed=checkpoint_changed)
 
     async def _report(
@@ -189,6 +205,7 @@ class Runner:
         result: ExecutionResult | None,
         *,
         checkpoint_changed: bool = False,
+        error: str | None = None,
     ) -> None:
         summary = result.summary if result is not None else None
         finished = RunFinished(
@@ -199,7 +216,7 @@ class Runner:
             finished_ms=result.finished_at_ms if result is not None else now_ms(),
             checkpoint=summary.checkpoint if summary is not None else None,
             checkpoint_changed=checkpoint_changed and summary is not None,
-            error=result.error if result is not None else None,
+            error=result.error if result is not None else error,
             error_kind=result.error_kind if result is not None else ErrorKind.NONE,
             records=summary.records if summary is not None else 0,
         )

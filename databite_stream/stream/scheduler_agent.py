@@ -238,6 +238,7 @@ async def _on_tick(sa: StreamApp, partition: int, now: int) -> None:
     for _, job in due:
         row = _load(sa, job)
         if row is None:
+            index.remove(job)  # popped entries keep their slot until removed
             continue
         state, runs = plan_due(row.state, now, sa.policy)
         await _save_and_emit(sa, JobRow(partition, state, row.checkpoint), runs, now)

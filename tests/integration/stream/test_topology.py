@@ -126,12 +126,17 @@ async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -
     await cluster.put_integration(echo_integration())
     await cluster.put_connection(echo_connection("ctl", "1s"))
     await cluster.put_connection(echo_connection("gone", "1s"))
+    await cluster.put_integration(echo_integration("int-2"))
+    await cluster.put_connection(
+        echo_connection("orphan", "1s").model_copy(update={"integration_id": "int-2"})
+    )
 
     async def runs(cid: str, n: int) -> bool:
         return len(await _results_for(cluster, cid)) >= n
 
     await wait_for(lambda: runs("ctl", 2), timeout=60, what="ctl running")
     await wait_for(lambda: runs("gone", 2), timeout=30, what="gone running")
+    await wait_for(lambda: runs("orphan", 2), timeout=30, what="orphan running")
 
     # pause -> nothing more (after a possible run already in flight)
     await cluster.command(Command(command="pause", connection_id="ctl", sync_name="records"))
@@ -161,6 +166,10 @@ async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -
     # tombstone -> no more runs for that connection either
     await cluster.put_raw(cluster.topic(CONNECTIONS), b"gone", None)
     await _stops(cluster, "gone")
+
+    # deleting an integration unschedules the jobs of its connections
+    await cluster.put_raw(cluster.topic(INTEGRATIONS), b"int-2", None)
+    await _stops(cluster, "orphan")
 
     ids = [r.run_id for r in await cluster.results()]
     assert len(ids) == len(set(ids)), "a run_id has two results"

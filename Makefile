@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv kafka-jars lint typecheck test test-fast test-faults demo bench bench-full topics clean
+
+.PHONY: help venv kafka-jars browser lint typecheck test test-fast test-faults demo bench bench-full topics clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +22,12 @@ venv: $(STAMP)  ## create .venv and install the package with its dev tools
 kafka-jars: $(STAMP)  ## resolve the Apache Kafka broker jars from Maven Central (cached in .kafka/)
 	$(PY) -m databite_stream.devkafka fetch
 
+browser:  ## Debian's chromium for the dashboard test (apt; root or sudo)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -28,7 +35,7 @@ lint: $(STAMP)  ## ruff lint and format check
 typecheck: $(STAMP)  ## mypy (strict)
 	$(VENV)/bin/mypy
 
-test: kafka-jars lint typecheck  ## lint, types, and every test against a real local Kafka it starts itself
+test: kafka-jars browser lint typecheck  ## lint, types, and every test (real local Kafka, real chromium)
 	$(PY) -m pytest
 
 test-faults: kafka-jars  ## only the fault-injection suite

@@ -7,6 +7,8 @@ silently "fixed": changing either on a live topic loses data or breaks co-partit
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -142,5 +144,11 @@ async def create_topics(
                 raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
     finally:
         await admin.close()
-    states = await describe_topics(settings, specs)
-    return created, check_topics(settings, states, specs)
+    # a new topic shows up in metadata a moment after CreateTopics returns
+    deadline = time.monotonic() + 30
+    while True:
+        states = await describe_topics(settings, specs)
+        settled = all(s.exists and s.partitions for s in states if s.name in created)
+        if settled or time.monotonic() > deadline:
+            return created, check_topics(settings, states, specs)
+        await asyncio.sleep(0.2)

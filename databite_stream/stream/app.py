@@ -29,6 +29,7 @@ from databite_stream.schedule import DueIndex, FirstRun, Misfire, Overlap, Polic
 from databite_stream.settings import Settings
 from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
+from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.rows import decode_connection_row
 from databite_stream.topics import (
     ACTION_REQUESTS,
@@ -87,6 +88,8 @@ class StreamApp:
             web_enabled=settings.web_enabled,
             web_port=settings.web_port,
             web_bind=settings.web_host,
+            # how other workers reach this one when they route a request to its partitions
+            canonical_url=f"http://{settings.web_host}:{settings.web_port}",
             broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.session_timeout_s / 10,
@@ -122,6 +125,7 @@ class StreamApp:
         self.due: dict[int, DueIndex] = {}
         #: per active partition: connection id -> its job ids (rebuilt with the due index)
         self.deadletters = DeadLetters(self)
+        self.metrics = Metrics(self)
         self.integrations = IntegrationsView(
             settings.broker,
             INTEGRATIONS.name(settings),
@@ -149,6 +153,19 @@ class StreamApp:
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:
         return self.topics[spec.suffix]
+
+    @property
+    def scheduler_inbox_topic(self) -> faust.TopicT:
+        return self.topic(INBOX)
+
+    async def update_lag(self) -> None:
+        """Refresh the consumer-lag gauge (highwater - position, per assigned partition)."""
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            if position is not None:
+                lag = max(0, consumer.highwater(tp) - position)
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     def owned_inbox_partitions(self) -> set[int]:
         """Partitions of the scheduler inbox this worker actively owns (not standbys)."""
@@ -196,6 +213,10 @@ def build_app(settings: Settings, registry: ConnectorRegistry | None = None) -> 
     catalog_agent.register(stream_app)
     scheduler_agent.register(stream_app)
     executor_agent.register(stream_app)
+    if settings.web_enabled:
+        from databite_stream.stream import web
+
+        web.register(stream_app)
     return stream_app
 
 

@@ -188,6 +188,7 @@ class Runner:
             key=due.connection.id.encode(), value=result.model_dump_json().encode()
         )
         await fut
+        self.sa.metrics.observe_result(result)
         done[due.run_id] = result.success
         if len(done) > DONE_KEPT:
             for old in list(done)[: len(done) - DONE_KEPT]:
@@ -238,6 +239,13 @@ class Runner:
             key=work.request.correlation_id.encode(), value=result.model_dump_json().encode()
         )
         await fut
+        self.sa.metrics.observe_action(
+            connector.id,
+            result.success,
+            str(result.error_kind),
+            result.attempts,
+            result.execution_time_ms,
+        )
 
     async def _publish_config(self, current: Connection, config: dict[str, Any]) -> None:
         """A token refresh changed a connection's config: publish the updated connection on

@@ -23,7 +23,14 @@ from databite_stream.schedule import (
     parse_schedule,
 )
 
-__all__ = ("ConnectionRow", "JobRow", "decode_connection_row", "decode_job_row", "encode_job_row")
+__all__ = (
+    "ConnectionRow",
+    "JobRow",
+    "decode_connection_row",
+    "decode_job_row",
+    "encode_job_row",
+    "job_summary",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +131,45 @@ def decode_connection_row(raw: bytes) -> ConnectionRow:
         connection=Connection.model_validate(d["connection"]),
         job_ids=tuple(d["jobs"]),
     )
+
+
+def job_summary(row: JobRow, now_ms: int) -> dict[str, Any]:
+    """A JSON-friendly view of a job for the HTTP API, the dashboard and the client."""
+    s = row.state
+    overdue = (
+        now_ms - s.next_run_ms
+        if s.next_run_ms is not None and not s.paused and not s.in_flight
+        else 0
+    )
+    if s.paused:
+        state = "paused"
+    elif s.in_flight:
+        state = "running"
+    elif s.next_run_ms is None:
+        state = "finished"
+    else:
+        state = "scheduled"
+    return {
+        "job_id": s.job_id,
+        "connection_id": s.connection_id,
+        "sync_name": s.sync_name,
+        "schedule": str(s.schedule),
+        "state": state,
+        "next_run_ms": s.next_run_ms,
+        "paused": s.paused,
+        "pause_reason": s.pause_reason,
+        "last_scheduled_ms": s.last_scheduled_ms,
+        "last_run_id": s.last_run_id,
+        "last_finished_ms": s.last_finished_ms,
+        "last_success": s.last_success,
+        "last_result": s.last_result,
+        "consecutive_failures": s.consecutive_failures,
+        "in_flight": [
+            {"run_id": f.run_id, "scheduled_for_ms": f.scheduled_for_ms, "started_ms": f.started_ms}
+            for f in s.in_flight
+        ],
+        "skipped_runs": s.skipped_runs,
+        "lost_runs": s.lost_runs,
+        "overdue_ms": max(0, overdue),
+        "partition": row.partition,
+    }

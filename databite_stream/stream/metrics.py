@@ -1,0 +1,131 @@
+"""Prometheus metrics of one worker (prometheus-client, a registry per app).
+
+Owns the metric names and what they count. Counters are updated where things happen (the
+executor records each run); gauges that mirror state (due-index size, rate-limit waits, consumer
+lag) are read at scrape time, so they never go stale. Labels never carry secrets: only
+connector ids, sync names, statuses and error kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from databite_stream.models import ExecutionResult
+
+if TYPE_CHECKING:
+    from databite_stream.stream.app import StreamApp
+
+__all__ = ("CONTENT_TYPE", "Metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4"  # aiohttp adds the charset itself
+_LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _StateCollector(Collector):
+    def __init__(self, sa: StreamApp) -> None:
+        self.sa = sa
+
+    def collect(self) -> Iterator[Metric]:
+        due = GaugeMetricFamily(
+            "databite_due_index_size",
+            "Jobs in the due index, per owned partition",
+            labels=["partition"],
+        )
+        for partition, index in sorted(self.sa.due.items()):
+            due.add_metric([str(partition)], len(index))
+        yield due
+        runner = getattr(self.sa, "runner", None)
+        if runner is not None:
+            stats = runner.executor.limiter.stats
+            yield CounterMetricFamily(
+                "databite_rate_limit_waits",
+                "Calls that waited for a rate-limit slot",
+                value=stats.waits,
+            )
+            yield CounterMetricFamily(
+                "databite_rate_limit_wait_seconds",
+                "Total seconds waited for rate-limit slots",
+                value=stats.wait_seconds,
+            )
+            yield GaugeMetricFamily(
+                "databite_runs_in_flight", "Runs executing on this worker", value=runner.in_flight
+            )
+        yield CounterMetricFamily(
+            "databite_dead_letters",
+            "Inputs sent to the dead-letter topic",
+            value=self.sa.deadletters.count,
+        )
+
+
+class Metrics:
+    def __init__(self, sa: StreamApp) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "databite_runs",
+            "Finished sync runs and action calls",
+            ["kind", "connector", "status", "error_kind"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "databite_run_duration_seconds",
+            "Execution time of a run (all attempts)",
+            ["kind"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lateness = Histogram(
+            "databite_run_lateness_seconds",
+            "Start of a scheduled run minus the time it was scheduled for",
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "databite_retries", "Attempts beyond the first", ["kind"], registry=self.registry
+        )
+        self.records = Counter(
+            "databite_records_exported",
+            "Records published to the records topic",
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "databite_consumer_lag",
+            "Messages not yet consumed, per assigned input partition",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(sa))
+
+    def observe_result(self, result: ExecutionResult) -> None:
+        self.runs.labels(
+            result.kind,
+            result.connector_id,
+            "success" if result.success else "failure",
+            str(result.error_kind),
+        ).inc()
+        self.duration.labels(result.kind).observe(result.execution_time_ms / 1000)
+        self.retries.labels(result.kind).inc(max(0, result.attempts - 1))
+        if result.scheduled_for_ms is not None:
+            self.lateness.observe(max(0, result.started_at_ms - result.scheduled_for_ms) / 1000)
+        if result.summary is not None:
+            self.records.inc(result.summary.records)
+
+    def observe_action(
+        self,
+        connector: str,
+        success: bool,
+        error_kind: str,
+        attempts: int,
+        execution_time_ms: float,
+    ) -> None:
+        self.runs.labels("action", connector, "success" if success else "failure", error_kind).inc()
+        self.duration.labels("action").observe(execution_time_ms / 1000)
+        self.retries.labels("action").inc(max(0, attempts - 1))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

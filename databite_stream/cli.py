@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(runner=_run_worker)
 
-    from databite_stream import demo
+    from databite_stream import demo, tools
+
+    tools.add_parsers(sub)
 
     demo_parser = sub.add_parser(
         "demo", help="run the whole engine locally with live results (Ctrl-C to stop)"

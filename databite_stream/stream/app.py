@@ -143,12 +143,21 @@ class StreamApp:
         )
 
     def _table(self, name: str) -> TableT[str, bytes]:
+        options = None
+        if self.settings.store == "rocksdb://":
+            # faust's defaults are a 2 GiB block cache (+500 MiB compressed) *per partition*
+            options = {
+                "block_cache_size": 16 * 1024**2,
+                "block_cache_compressed_size": 4 * 1024**2,
+                "write_buffer_size": 8 * 1024**2,
+            }
         return self.app.Table(
             name,
             key_type=str,
             value_type=bytes,
             partitions=self.settings.partitions,
             recovery_buffer_size=10_000,
+            options=options,
         )
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:

@@ -175,9 +175,16 @@ async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -
     assert len(ids) == len(set(ids)), "a run_id has two results"
 
 
-async def test_restart_keeps_schedules_and_handles_the_missed_run(cluster: Cluster) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_restart_keeps_schedules_and_handles_the_missed_run(
+    cluster: Cluster, store: str
+) -> None:
     await cluster.create_topics()
-    env = {"DATABITE_MISFIRE_GRACE_S": "1", "DATABITE_MISFIRE": "run_once"}
+    env = {
+        "DATABITE_MISFIRE_GRACE_S": "1",
+        "DATABITE_MISFIRE": "run_once",
+        "DATABITE_STORE": store,
+    }
     first = cluster.start_worker("w1", **env)
     await cluster.put_integration(echo_integration())
     await cluster.put_connection(echo_connection("r1", "2s"))

@@ -31,20 +31,7 @@ from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.rows import decode_connection_row
-from databite_stream.topics import (
-    ACTION_REQUESTS,
-    ACTION_RESULTS,
-    COMMANDS,
-    CONNECTIONS,
-    DEADLETTER,
-    INBOX,
-    INTEGRATIONS,
-    RECORDS,
-    RESULTS,
-    TABLES,
-    WORK,
-    TopicSpec,
-)
+from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, TopicSpec
 from databite_stream.wire import JobRemove
 
 __all__ = ("StreamApp", "build_app", "now_ms")
@@ -98,19 +85,10 @@ class StreamApp:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.topics: dict[str, faust.TopicT] = {}
-        for spec in (
-            CONNECTIONS,
-            COMMANDS,
-            ACTION_REQUESTS,
-            ACTION_RESULTS,
-            RESULTS,
-            RECORDS,
-            DEADLETTER,
-            INBOX,
-            WORK,
-        ):
-            self.topics[spec.suffix] = self._topic(spec)
+        # every registry topic but integrations (read by the IntegrationsView, outside the group)
+        self.topics: dict[str, faust.TopicT] = {
+            spec.suffix: self._topic(spec) for spec in TOPICS if spec is not INTEGRATIONS
+        }
         # the scheduler agent reads commands and its inbox as one ordered stream per partition
         self.scheduler_source = self.app.topic(
             COMMANDS.name(settings),
@@ -188,23 +166,21 @@ class StreamApp:
         if value is not None:
             return
         owned = self.owned_inbox_partitions()
-        inbox = self.topic(INBOX)
-        for key, raw in list(self.connections.items()):
+        for _key, raw in list(self.connections.items()):
             row = decode_connection_row(raw)
             if row.partition not in owned or row.connection.integration_id != integration_id:
                 continue
             for job in row.job_ids:
-                await inbox.send(
-                    key=str(key).encode(),
-                    value=JobRemove(
-                        job_id=job,
-                        connection_id=str(key),
-                        reason=f"integration {integration_id!r} deleted",
-                        at_ms=now_ms(),
-                    )
-                    .model_dump_json()
-                    .encode(),
+                await self.remove_job(
+                    row.connection.id, job, f"integration {integration_id!r} deleted"
                 )
+
+    async def remove_job(self, connection_id: str, job: str, reason: str) -> None:
+        """Ask the job's partition (through the scheduler inbox) to unschedule it."""
+        remove = JobRemove(job_id=job, connection_id=connection_id, reason=reason, at_ms=now_ms())
+        await self.topic(INBOX).send(
+            key=connection_id.encode(), value=remove.model_dump_json().encode()
+        )
 
     def info(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from databite_stream.ratelimit import rate_limit_key
 from databite_stream.stream.app import StreamApp, now_ms
 from databite_stream.stream.rows import ConnectionRow, decode_connection_row
 from databite_stream.topics import ACTION_REQUESTS, ACTION_RESULTS, CONNECTIONS, INBOX, WORK
-from databite_stream.wire import ActionWork, JobRemove, JobUpsert
+from databite_stream.wire import ActionWork, JobUpsert
 
 __all__ = ("register",)
 
@@ -58,14 +58,7 @@ async def on_connection(sa: StreamApp, event: EventT[bytes]) -> None:
     if message.value is None:  # tombstone: the connection is gone
         if old is not None:
             for old_id in old.job_ids:
-                await inbox.send(
-                    key=key.encode(),
-                    value=JobRemove(
-                        job_id=old_id, connection_id=key, reason="connection deleted", at_ms=at
-                    )
-                    .model_dump_json()
-                    .encode(),
-                )
+                await sa.remove_job(key, old_id, "connection deleted")
             del sa.connections[key]
         return
     try:
@@ -95,14 +88,7 @@ async def on_connection(sa: StreamApp, event: EventT[bytes]) -> None:
     if old is not None:
         for old_job in old.job_ids:
             if old_job not in wanted:
-                await inbox.send(
-                    key=key.encode(),
-                    value=JobRemove(
-                        job_id=old_job, connection_id=key, reason="sync deactivated", at_ms=at
-                    )
-                    .model_dump_json()
-                    .encode(),
-                )
+                await sa.remove_job(key, old_job, "sync deactivated")
     for job in planned:
         await inbox.send(
             key=key.encode(),

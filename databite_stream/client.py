@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -400,9 +400,12 @@ class _ResultWaiters:
         self.fail(ClientError("the client was closed while waiting for a result"))
 
     def fail(self, exc: BaseException) -> None:
-        for fut in (*self.runs.values(), *self.actions.values()):
-            if not fut.done():
-                fut.set_exception(exc)
+        for run in self.runs.values():
+            if not run.done():
+                run.set_exception(exc)
+        for action in self.actions.values():
+            if not action.done():
+                action.set_exception(exc)
 
     async def _run(self) -> None:
         consumer = self._consumer
@@ -436,9 +439,9 @@ class _ResultWaiters:
             return
         if not self.runs:
             return
-        if record.key is not None:  # keyed by connection id
-            if record.key.decode("utf-8", "replace") not in self.connections:
-                return
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if key is not None and key not in self.connections:  # keyed by connection id
+            return
         try:
             result = ExecutionResult.model_validate_json(record.value)
         except ValidationError:
@@ -486,7 +489,7 @@ class DatabiteClient:
             if v is not None
         }
         if settings is None:
-            settings = Settings.from_env(**overrides)
+            settings = Settings.from_env(None, **overrides)
         elif overrides:
             settings = Settings.model_validate({**settings.model_dump(), **overrides})
         self.settings = settings
@@ -511,6 +514,8 @@ class DatabiteClient:
         self._results_lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
         self._last_request_ms = 0
+        #: run ids whose results this client received (recent ones)
+        self._finished: deque[str] = deque(maxlen=1024)
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -752,6 +757,12 @@ class DatabiteClient:
                 f"app {self.settings.app_id!r}, and was the connection accepted (see the "
                 "dead-letter topic)?"
             )
+        # a run whose result this client already has may still be "in flight" in the job row
+        # for a moment (the executor publishes the result before it reports the run finished):
+        # a run-now sent then would be skipped by the overlap policy, so let the row catch up
+        await self._jobs.wait_until(
+            lambda: not self._finished_in_flight(job), max(0.0, deadline - time.monotonic())
+        )
         await self._ensure_results()
         at = self._request_ms()
         rid = run_id(job, at)
@@ -763,9 +774,11 @@ class DatabiteClient:
             await self._command("run_now", connection_id, sync_name, requested_at_ms=at)
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    return await future
+                    result = await future
             except TimeoutError:
                 raise ExecutionTimeout(self._why_no_result(job, rid, before, timeout)) from None
+            self._finished.append(rid)
+            return result
         finally:
             del self._results.runs[rid]
             self._results.connections[connection_id] -= 1
@@ -856,6 +869,10 @@ class DatabiteClient:
                 f"{connection_id!r}, so it has no job"
             )
         return connection_id, sync_name
+
+    def _finished_in_flight(self, job: str) -> bool:
+        state = self._jobs.get(job)
+        return state is not None and any(f.run_id in self._finished for f in state.in_flight)
 
     def _request_ms(self) -> int:
         """A request instant unique within this client (run ids of run-now differ)."""

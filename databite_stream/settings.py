@@ -57,6 +57,11 @@ class Settings(BaseModel):
     web_host: str = "127.0.0.1"
     standby_replicas: int = Field(default=0, ge=0, le=3)
     api_token: str | None = Field(default=None, description="bearer token for the HTTP API")
+    connectors: str = Field(
+        default="",
+        description="extra connectors to load, comma-separated 'module:attribute' "
+        "(besides built-ins and entry-point plugins)",
+    )
     log_level: Literal["debug", "info", "warn", "error"] = "info"
     session_timeout_s: float = Field(
         default=30.0, ge=6, le=300, description="a silent worker leaves the group after this"

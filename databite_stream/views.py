@@ -112,8 +112,8 @@ class CompactedView(Generic[V]):
         try:
             tps = await wait_assignment(self._consumer, self.topic, timeout)
             end = await self._consumer.end_offsets(tps)
+            await self._consumer.seek_to_beginning(*tps)
             for tp in tps:
-                self._consumer.seek_to_beginning(tp)
                 self._position[tp.partition] = 0
             self._task = asyncio.create_task(self._run(), name=f"view:{self.topic}")
             await self._wait(
@@ -236,7 +236,7 @@ async def wait_assignment(
 ) -> list[TopicPartition]:
     """The partitions a no-group consumer assigned itself (once metadata has arrived)."""
     deadline = time.monotonic() + timeout
-    while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no assignment event
+    while not consumer.assignment():  # aiokafka has no assignment event to await
         if time.monotonic() > deadline:
             raise ViewError(
                 f"no partitions of {topic!r} after {timeout:.0f}s: does the topic exist? "

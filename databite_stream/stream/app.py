@@ -13,6 +13,7 @@ of crashing the stream); tables hold bytes behind :mod:`.rows`; processing is at
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ from faust.types import TP, TableT
 from mode import Service
 
 from databite_stream.connectors import default_registry
-from databite_stream.connectors.registry import ConnectorRegistry
+from databite_stream.connectors.registry import AnyConnector, ConnectorRegistry
+from databite_stream.connectors.sdk import Connector
 from databite_stream.models import Integration
 from databite_stream.schedule import DueIndex, FirstRun, Misfire, Overlap, Policy
-from databite_stream.settings import Settings
+from databite_stream.settings import Settings, SettingsError
 from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
@@ -43,6 +45,18 @@ _RAW: faust.Schema[bytes, bytes] = faust.Schema(
 )
 
 
+def load_connector(ref: str) -> AnyConnector:
+    """Import ``module:attribute`` and return the connector it names."""
+    module_name, _, attribute = ref.partition(":")
+    try:
+        connector = getattr(importlib.import_module(module_name), attribute or "connector")
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"DATABITE_CONNECTORS: cannot load {ref!r}: {exc}") from None
+    if not isinstance(connector, Connector):
+        raise SettingsError(f"DATABITE_CONNECTORS: {ref!r} is not a Connector")
+    return connector
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -53,6 +67,8 @@ class StreamApp:
     def __init__(self, settings: Settings, registry: ConnectorRegistry | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else default_registry()
+        for ref in filter(None, (r.strip() for r in settings.connectors.split(","))):
+            self.registry.register(load_connector(ref))
         self.policy = Policy(
             first_run=FirstRun.IMMEDIATE if settings.first_run == "immediately" else FirstRun.GRID,
             misfire=Misfire(settings.misfire),

@@ -336,7 +336,10 @@ class ProviderBridge:
     async def _loop(self) -> None:
         next_at = time.monotonic()
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # never let one bad cycle end the loop
+                log.exception("provider bridge cycle failed; retrying next interval")
             next_at += self.refresh_interval
             now = time.monotonic()
             if next_at < now:  # a slow cycle: skip the missed slots, never burst
@@ -390,24 +393,30 @@ class ProviderBridge:
                 return False
             return True
 
-        for integration in changes.upsert_integrations:
-            upserted += await attempt(
-                "integration", integration.id, self.client.put_integration(integration)
-            )
-        for connection in changes.upsert_connections:
-            upserted += await attempt(
-                "connection", connection.id, self.client.put_connection(connection)
-            )
-        for key in changes.delete_connections:
-            deleted += await attempt("connection", key, self.client.remove_connection(key))
-        for key in changes.delete_integrations:
-            deleted += await attempt("integration", key, self.client.remove_integration(key))
+        error: str | None = None
+        try:
+            for integration in changes.upsert_integrations:
+                upserted += await attempt(
+                    "integration", integration.id, self.client.put_integration(integration)
+                )
+            for connection in changes.upsert_connections:
+                upserted += await attempt(
+                    "connection", connection.id, self.client.put_connection(connection)
+                )
+            for key in changes.delete_connections:
+                deleted += await attempt("connection", key, self.client.remove_connection(key))
+            for key in changes.delete_integrations:
+                deleted += await attempt("integration", key, self.client.remove_integration(key))
+        except Exception as exc:  # Kafka trouble: what is left is retried next interval
+            log.warning("publishing the provider's changes failed; retrying next interval: %r", exc)
+            error = f"{type(exc).__name__}: {exc}"
         report = BridgeReport(
             upserted=upserted,
             deleted=deleted,
             unchanged=changes.unchanged,
             invalid=len(skipped),
             skipped=tuple(skipped),
+            error=error,
         )
         if report.changed or skipped:
             log.info(
@@ -496,13 +505,19 @@ class ResultExporter:
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            for tp, records in batch.items():
-                for record in records:
-                    await self._export(record)
-                    self._uncommitted[tp] = record.offset + 1
-            await self._commit()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._export(record)
+                        self._uncommitted[tp] = record.offset + 1
+                await self._commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("result exporter %r stopped", self.group_id)
+            raise
 
     async def _export(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if record.value is None:

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from databite_stream import demo, tools
 
     tools.add_parsers(sub)
+    tools.add_client_parsers(sub)
 
     demo_parser = sub.add_parser(
         "demo", help="run the whole engine locally with live results (Ctrl-C to stop)"

@@ -715,6 +715,11 @@ class DatabiteClient:
         connection_id, sync_name = self._job_target(job)
         await self._command("resume", connection_id, sync_name)
 
+    async def unschedule_job(self, job: str) -> None:
+        """Remove one job (it comes back when the connection is published again)."""
+        connection_id, sync_name = self._job_target(job)
+        await self._command("unschedule", connection_id, sync_name)
+
     async def get_jobs(self, *, fresh: bool = True) -> list[ScheduledJob]:
         """Every job, sorted by id; ``fresh`` first reads the jobs changelog to its end."""
         if fresh:
@@ -889,10 +894,10 @@ class DatabiteClient:
             return f"{base}: the run is still in flight (raise the timeout?)"
         skipped = before is not None and state.skipped_runs > before.skipped_runs
         return (
-            f"{base}: the run may have been skipped by the overlap policy "
-            f"(overlap={self.settings.overlap!r} on the workers) because a previous run was in "
-            f"flight ({', '.join(running) or 'none now'}"
-            + ("; the job counted a skipped run" if skipped else "")
+            f"{base}: the run may have been skipped by the overlap policy (the workers' "
+            "DATABITE_OVERLAP, 'skip' by default) because a previous run of the job was in "
+            f"flight (in flight now: {', '.join(running) or 'none'}"
+            + ("; the job has counted a skipped run since the request" if skipped else "")
             + "), or no worker is running"
         )
 

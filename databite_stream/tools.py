@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
@@ -25,13 +26,22 @@ from rich.progress import Progress
 from rich.table import Table
 
 from databite_stream.admin import check_topics, create_topics, describe_topics
+from databite_stream.client import (
+    ClientError,
+    DatabiteClient,
+    TopicsMissing,
+    UnknownConnection,
+    UnknownJob,
+    check_integration,
+    to_integration,
+)
 from databite_stream.models import ExecutionResult
 from databite_stream.redact import MASK
 from databite_stream.settings import Settings, SettingsError
 from databite_stream.topics import DEADLETTER, RESULTS, TOPICS
 from databite_stream.wire import DeadLetter
 
-__all__ = ("CommandError", "add_parsers")
+__all__ = ("CommandError", "add_client_parsers", "add_parsers")
 
 console = Console()
 
@@ -330,3 +340,216 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--dry-run", action="store_true", help="show what would be sent")
     p.add_argument("--allow-masked", action="store_true", help="send values that still hold ***")
     p.set_defaults(runner=_run(_deadletter_replay))
+
+
+# -- catalog and jobs (through the Python client) ---------------------------------------------
+
+
+def _read_documents(path: str) -> list[dict[str, Any]]:
+    """A JSON or YAML file holding one object or a list of objects."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = orjson.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise CommandError(
+            f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise CommandError(f"{path}: expected an object or a list of objects")
+    return items
+
+
+def _client_command(
+    fn: Callable[[argparse.Namespace, DatabiteClient], Any],
+) -> Callable[[argparse.Namespace], int]:
+    async def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            async with DatabiteClient(settings, start_timeout=20) as client:
+                rc: int = await fn(args, client)
+                return rc
+        except TopicsMissing as exc:
+            raise CommandError(f"{exc} (run `databite-stream topics create`)") from None
+        except ClientError as exc:
+            _fail(str(exc))
+            return 1
+
+    return _run(run)
+
+
+def _validate_all(items: list[dict[str, Any]], check: Callable[[Any], Any], path: str) -> None:
+    """Everything in the file is validated before anything is published."""
+    problems = []
+    for number, item in enumerate(items, start=1):
+        try:
+            check(item)
+        except ClientError as exc:
+            problems.append(f"{path} item {number} ({item.get('id', '?')}): {exc}")
+    if problems:
+        raise CommandError("nothing published; " + "; ".join(problems))
+
+
+async def _connections_put(args: argparse.Namespace, client: DatabiteClient) -> int:
+    items = _read_documents(args.file)
+    _validate_all(items, client.check_connection, args.file)
+    for item in items:
+        connection = await client.put_connection(item)
+        jobs = client.check_connection(connection)
+        console.print(f"put connection {connection.id} ({len(jobs)} job(s))")
+    return 0
+
+
+async def _integrations_put(args: argparse.Namespace, client: DatabiteClient) -> int:
+    items = _read_documents(args.file)
+    _validate_all(items, lambda i: check_integration(to_integration(i), client.registry), args.file)
+    for item in items:
+        integration = await client.put_integration(item)
+        console.print(f"put integration {integration.id}")
+    return 0
+
+
+async def _connections_delete(args: argparse.Namespace, client: DatabiteClient) -> int:
+    if client.get_connection(args.id) is None:
+        raise UnknownConnection(f"Connection '{args.id}' not found")
+    await client.remove_connection(args.id)
+    console.print(f"deleted connection {args.id} (its jobs are unscheduled)")
+    return 0
+
+
+async def _integrations_delete(args: argparse.Namespace, client: DatabiteClient) -> int:
+    await client.remove_integration(args.id)
+    console.print(f"deleted integration {args.id}")
+    return 0
+
+
+async def _connections_list(args: argparse.Namespace, client: DatabiteClient) -> int:
+    table = Table(title="connections")
+    for col in ("id", "integration", "connector", "active syncs", "schedules", "timezone"):
+        table.add_column(col)
+    for c in sorted(client.get_connections(), key=lambda c: c.id):
+        table.add_row(
+            c.id,
+            c.integration_id,
+            c.connector_id,
+            "all" if c.active_syncs is None else ", ".join(c.active_syncs) or "none",
+            ", ".join(f"{k}={v}" for k, v in c.schedules.items())
+            or (str(c.sync_interval) if c.sync_interval is not None else "default"),
+            c.timezone,
+        )
+    console.print(table)
+    return 0
+
+
+async def _integrations_list(args: argparse.Namespace, client: DatabiteClient) -> int:
+    table = Table(title="integrations")
+    for col in ("id", "name", "connector", "connections"):
+        table.add_column(col)
+    for i in sorted(client.get_integrations(), key=lambda i: i.id):
+        users = sum(1 for c in client.get_connections() if c.integration_id == i.id)
+        table.add_row(i.id, i.name, i.connector_id, str(users))
+    console.print(table)
+    return 0
+
+
+async def _jobs_list(args: argparse.Namespace, client: DatabiteClient) -> int:
+    jobs = (
+        await client.get_jobs_for_connection(args.connection)
+        if args.connection
+        else await client.get_jobs()
+    )
+    if args.json:
+        for job in jobs:
+            sys.stdout.write(job.model_dump_json() + "\n")
+        return 0
+    table = Table(title=f"{len(jobs)} job(s)")
+    for col in ("job", "schedule", "state", "next run (UTC)", "last result", "failures"):
+        table.add_column(col)
+    for j in jobs:
+        state = "paused" if j.paused else ("running" if j.in_flight else "scheduled")
+        last = "" if j.last_success is None else ("ok" if j.last_success else "failed")
+        table.add_row(
+            j.job_id,
+            j.schedule,
+            state,
+            _ts(j.next_run_ms),
+            f"{last}: {j.last_result}" if j.last_result else last,
+            str(j.consecutive_failures),
+        )
+    console.print(table)
+    return 0
+
+
+async def _jobs_show(args: argparse.Namespace, client: DatabiteClient) -> int:
+    jobs = {j.job_id: j for j in await client.get_jobs()}
+    job = jobs.get(args.id)
+    if job is None:
+        raise UnknownJob(f"Job '{args.id}' not found (see `databite-stream jobs list`)")
+    sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+async def _jobs_command(args: argparse.Namespace, client: DatabiteClient) -> int:
+    action = args.jobs_cmd
+    if action == "run":
+        connection_id, sync_name = client._job_target(args.id)
+        with console.status(f"running {args.id} and waiting for its result…"):
+            result = await client.execute_sync(connection_id, sync_name, timeout=args.timeout)
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return 0 if result.success else 1
+    verbs = {
+        "pause": client.pause_job,
+        "resume": client.resume_job,
+        "unschedule": client.unschedule_job,
+    }
+    await verbs[action](args.id)
+    console.print(f"{action}: sent for {args.id}")
+    return 0
+
+
+def add_client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for kind, put, delete, listing in (
+        ("connections", _connections_put, _connections_delete, _connections_list),
+        ("integrations", _integrations_put, _integrations_delete, _integrations_list),
+    ):
+        parser = sub.add_parser(
+            kind,
+            help=f"publish, delete or list {kind} (compacted topic databite.{kind})",
+            description=f"Manage {kind}. Files are JSON (.json) or YAML, one object or a list; "
+            "everything is validated before anything is published.",
+        )
+        psub = parser.add_subparsers(dest=f"{kind}_cmd", required=True, metavar="COMMAND")
+        p = psub.add_parser("put", help=f"validate and publish {kind} from a JSON/YAML file")
+        p.add_argument("file")
+        p.set_defaults(runner=_client_command(put))
+        p = psub.add_parser("delete", help="publish a tombstone for this id")
+        p.add_argument("id")
+        p.set_defaults(runner=_client_command(delete))
+        p = psub.add_parser("list", help=f"list {kind} (configs are never shown)")
+        p.set_defaults(runner=_client_command(listing))
+
+    jobs = sub.add_parser(
+        "jobs", help="list, inspect and control jobs (one per connection x active sync)"
+    )
+    jsub = jobs.add_subparsers(dest="jobs_cmd", required=True, metavar="COMMAND")
+    p = jsub.add_parser("list", help="every job, or one connection's")
+    p.add_argument("--connection", help="only this connection's jobs")
+    p.add_argument("--json", action="store_true", help="one JSON job per line")
+    p.set_defaults(runner=_client_command(_jobs_list))
+    p = jsub.add_parser("show", help="one job as JSON")
+    p.add_argument("id", help="job id: <connection id>/<sync name>")
+    p.set_defaults(runner=_client_command(_jobs_show))
+    for verb, text in (
+        ("pause", "stop scheduled runs of the job"),
+        ("resume", "resume at the next schedule time"),
+        ("unschedule", "remove the job (re-publish the connection to restore it)"),
+        ("run", "run now and wait for the result (obeys the overlap policy)"),
+    ):
+        p = jsub.add_parser(verb, help=text)
+        p.add_argument("id", help="job id: <connection id>/<sync name>")
+        if verb == "run":
+            p.add_argument("--timeout", type=float, default=120, help="seconds to wait")
+        p.set_defaults(runner=_client_command(_jobs_command))

@@ -40,7 +40,7 @@ class ViewError(RuntimeError):
     """The view could not start (topic missing, broker unreachable) or its reader failed."""
 
 
-def utf8_key(raw: bytes) -> str:
+def _utf8_key(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
@@ -62,7 +62,7 @@ class CompactedView(Generic[V]):
         topic: str,
         decode: Callable[[str, bytes], V],
         *,
-        decode_key: Callable[[bytes], str] = utf8_key,
+        decode_key: Callable[[bytes], str] = _utf8_key,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic

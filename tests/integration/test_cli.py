@@ -167,3 +167,63 @@ async def test_results_tail_and_dead_letter_replay(cluster: Cluster, tmp_path: P
         timeout=60,
         what="the replayed connection to run",
     )
+
+
+async def test_catalog_and_job_commands(cluster: Cluster, tmp_path: Path) -> None:
+    await cluster.create_topics()
+    cluster.start_worker()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli(*args, broker=cluster.bootstrap, prefix=cluster.prefix, timeout=120)
+
+    integ = tmp_path / "integration.yaml"
+    integ.write_text("id: int-1\nname: Echo\nconnector_id: echo\nconfig: {}\n")
+    conns = tmp_path / "connections.yaml"
+    conns.write_text(
+        "- id: cli-a\n  integration_id: int-1\n  connector_id: echo\n"
+        "  config: {api_key: cli-secret-0001}\n  schedules: {records: 1h}\n"
+        "- id: cli-b\n  integration_id: int-1\n  connector_id: echo\n"
+        "  config: {api_key: cli-secret-0002}\n  sync_interval: 30\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "- id: ok-one\n  integration_id: int-1\n  connector_id: echo\n  config: {api_key: x1234}\n"
+        "- id: wrong\n  integration_id: int-1\n  connector_id: echo\n  config: {}\n"
+    )
+    assert run("integrations", "put", str(integ)).returncode == 0
+    out = run("connections", "put", str(conns))
+    assert out.returncode == 0, out.stderr
+    assert "put connection cli-a (1 job(s))" in out.stdout
+
+    refused = run("connections", "put", str(bad))
+    assert refused.returncode == 2
+    assert "nothing published" in refused.stderr
+    assert "wrong" in refused.stderr
+    listed = run("connections", "list")
+    assert "cli-a" in listed.stdout
+    assert "ok-one" not in listed.stdout  # the valid item of a bad file was not published either
+    assert "cli-secret" not in listed.stdout
+
+    def jobs_listed() -> bool:
+        return "cli-b/records" in run("jobs", "list").stdout
+
+    await wait_for(jobs_listed, timeout=60, interval=1, what="jobs list to show the jobs")
+    assert run("jobs", "pause", "cli-a/records").returncode == 0
+
+    def paused() -> bool:
+        shown = run("jobs", "show", "cli-a/records")
+        return shown.returncode == 0 and orjson.loads(shown.stdout)["paused"] is True
+
+    await wait_for(paused, timeout=60, interval=1, what="the job to show as paused")
+    ran = run("jobs", "run", "cli-b/records", "--timeout", "60")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    result = orjson.loads(ran.stdout[ran.stdout.index("{") :])
+    assert result["success"] is True
+    assert result["run_id"].startswith("cli-b/records@")
+
+    missing = run("connections", "delete", "no-such-connection")
+    assert missing.returncode == 1
+    assert "no-such-connection" in missing.stderr
+    unknown_job = run("jobs", "show", "nope/records")
+    assert unknown_job.returncode == 1
+    assert run("connections", "delete", "cli-a").returncode == 0

@@ -45,9 +45,9 @@ class IntegrationsView:
         self.on_change = on_change
         self.ready = asyncio.Event()
         self._items: dict[str, Integration] = {}
-        self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._applying = False
 
     def get(self, integration_id: str) -> Integration | None:
         return self._items.get(integration_id)
@@ -56,17 +56,30 @@ class IntegrationsView:
         return len(self._items)
 
     async def wait_for(self, integration_id: str, timeout: float) -> Integration | None:
-        """The integration, waiting up to ``timeout`` s for it to arrive (publish races)."""
+        """The integration; if it is not known yet, first read the topic up to its current
+        end (an integration published just before its connection may still be in flight).
+        Costs one offsets request when the integration really is missing; never ``timeout``."""
         found = self._items.get(integration_id)
         if found is not None or timeout <= 0:
             return found
-        try:
-            async with asyncio.timeout(timeout):
-                async with self._changed:
-                    await self._changed.wait_for(lambda: integration_id in self._items)
-        except TimeoutError:
-            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.catch_up(), timeout)
         return self._items.get(integration_id)
+
+    async def catch_up(self) -> None:
+        """Return once every record published before this call has been applied."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        await self.ready.wait()
+        tps = list(consumer.assignment())
+        end = await consumer.end_offsets(tps)
+        while True:
+            if not self._applying:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return
+            await asyncio.sleep(0.005)
 
     async def start(self) -> None:
         # no group: aiokafka then assigns every partition of the topic to this consumer
@@ -101,9 +114,12 @@ class IntegrationsView:
             self.ready.set()
         while True:
             batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
+            self._applying = bool(batch)
+            for records in batch.values():
                 for record in records:
                     await self._apply(record)
+            self._applying = False
+            for tp, records in batch.items():
                 if pending and records and records[-1].offset + 1 >= end[tp]:
                     pending.discard(tp)
             for tp in list(pending):
@@ -131,7 +147,5 @@ class IntegrationsView:
         await self._notify(integration.id, integration)
 
     async def _notify(self, key: str, value: Integration | None) -> None:
-        async with self._changed:
-            self._changed.notify_all()
         if self.on_change is not None:
             await self.on_change(key, value)

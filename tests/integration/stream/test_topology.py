@@ -149,6 +149,21 @@ async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -
     scheduled = [r.scheduled_for_ms or 0 for r in await _results_for(cluster, "ctl")]
     assert all((b - scheduled[1]) % 1000 == 0 for b in scheduled[1:]), scheduled
 
+    # reset_checkpoint -> the next run is a full sync again (echo: 5 records, then 0)
+    runs_so_far = await _results_for(cluster, "ctl")
+    assert runs_so_far[-1].summary is not None
+    assert runs_so_far[-1].summary.records == 0  # incremental: nothing new upstream
+    reset_at = int(time.time() * 1000)
+    await cluster.command(Command(command="reset_checkpoint", connection_id="ctl"))
+
+    async def full_again() -> bool:
+        return any(
+            r.started_at_ms > reset_at and r.summary is not None and r.summary.records == 5
+            for r in await _results_for(cluster, "ctl")
+        )
+
+    await wait_for(full_again, timeout=20, what="a full sync after reset_checkpoint")
+
     # run-now -> one extra run at the requested instant (off the grid)
     at = int(time.time() * 1000) + 1  # guaranteed not a grid point of the 1 s grid... almost
     at += 500 if (at - scheduled[1]) % 1000 == 0 else 0

@@ -44,5 +44,13 @@ test-faults: kafka-jars  ## only the fault-injection suite
 demo: kafka-jars  ## the main job: local Kafka + fake third-party API + a worker + live results
 	$(PY) -m databite_stream.cli demo
 
+bench: kafka-jars  ## benchmarks, quick profile (< 10 min): tables in benchmarks/results/
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,rocksdb,bench]'
+	$(PY) benchmarks/run_all.py --quick
+
+bench-full: kafka-jars  ## benchmarks, full profile (~25 min)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,rocksdb,bench]'
+	$(PY) benchmarks/run_all.py
+
 clean:  ## remove the venv, caches and local Kafka data (keeps nothing)
 	rm -rf $(VENV) .kafka .mypy_cache .ruff_cache .pytest_cache .hypothesis

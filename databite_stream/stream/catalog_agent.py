@@ -38,6 +38,7 @@ def register(sa: StreamApp) -> None:
     async def catalog(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             await on_connection(sa, event)
+            await sa.drain_table_writes()
 
     @sa.app.agent(sa.topic(ACTION_REQUESTS), name="databite.actions")
     async def actions(stream: StreamT[bytes]) -> None:

@@ -5,12 +5,13 @@ value (parsed if it is JSON, else text) with secrets scrubbed, and a readable re
 worker never stops on bad input; it reports and moves on.
 
 Scrubbing: any value under a ``config`` key, and any value under a secret-looking key
-(token, secret, password, api key...), is replaced by ``***`` at every depth; non-JSON input is
-kept as (at most 4 KiB of) text.
+(token, secret, password, api key...), is replaced by ``***`` at every depth; input that is not
+JSON is kept only as its size and SHA-256 (it may hold a secret anywhere).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import orjson
 from aiokafka import ConsumerRecord
 from faust.types import EventT, Message
 
-from databite_stream.redact import MASK, SECRET_KEY_PATTERN
+from databite_stream.redact import MASK, MIN_SECRET_LENGTH, SECRET_KEY_PATTERN
 from databite_stream.topics import DEADLETTER
 from databite_stream.wire import DeadLetter
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ("DeadLetters", "scrub")
 
 log = logging.getLogger(__name__)
-_MAX_TEXT = 4096
 
 
 def scrub(value: Any, *, secret: bool = False) -> Any:
@@ -48,12 +48,18 @@ def scrub(value: Any, *, secret: bool = False) -> Any:
 
 
 def _value_of(raw: bytes | None) -> Any:
+    """The input as a dead letter may carry it: parsed JSON with secrets masked; for input
+    that is not JSON, only its size and a hash (a truncated or garbled message can hold a
+    secret anywhere; the origin topic/partition/offset leads to the original)."""
     if raw is None:
         return None
     try:
-        return scrub(orjson.loads(raw))
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:_MAX_TEXT].decode("utf-8", "replace")
+        return {"undecodable": True, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    if isinstance(value, str):
+        return MASK if len(value) >= MIN_SECRET_LENGTH else value
+    return scrub(value)
 
 
 class DeadLetters:

@@ -113,7 +113,7 @@ class Runner:
             lock = self.locks.setdefault(work.job_id, asyncio.Lock())
             try:
                 async with lock:
-                    await self._run_sync(work)
+                    await self._run_sync(work, message.partition)
             finally:
                 if not lock.locked() and self.locks.get(work.job_id) is lock:
                     del self.locks[work.job_id]
@@ -135,7 +135,7 @@ class Runner:
         raw = self.sa.runs_done.get(job)
         return orjson.loads(raw) if raw is not None else {}
 
-    async def _run_sync(self, due: DueJob) -> None:
+    async def _run_sync(self, due: DueJob, partition: int) -> None:
         done = self._done(due.job_id)
         if due.run_id in done:
             log.info("run %s already has a result; not running it again", due.run_id)
@@ -184,19 +184,22 @@ class Runner:
             )
         finally:
             self.in_flight -= 1
-        fut = await self.sa.topic(RESULTS).send(
-            key=due.connection.id.encode(), value=result.model_dump_json().encode()
-        )
-        await fut
-        self.sa.metrics.observe_result(result)
         done[due.run_id] = result.success
         if len(done) > DONE_KEPT:
             for old in list(done)[: len(done) - DONE_KEPT]:
                 del done[old]
+        # the result and the "done" marker leave together and are both awaited before the
+        # input is acked: a crash can only re-deliver a run whose marker is not in Kafka,
+        # and then its result is not either (up to the gap between two acks of one flush)
+        result_sent = await self.sa.topic(RESULTS).send(
+            key=due.connection.id.encode(), value=result.model_dump_json().encode()
+        )
         try:
-            self.sa.runs_done[due.job_id] = orjson.dumps(done)
-        except Exception:  # de-duplication is best effort; the result is already out
+            await self.sa.durable_set(self.sa.runs_done, due.job_id, orjson.dumps(done), partition)
+        except Exception:  # de-duplication is best effort; the result goes out regardless
             log.exception("could not record run %s as done", due.run_id)
+        await result_sent
+        self.sa.metrics.observe_result(result)
         await self._report(due, result.success, result, checkpoint_changed=checkpoint_changed)
 
     async def _report(

@@ -129,6 +129,7 @@ def register(sa: StreamApp) -> None:
     async def scheduler(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             await on_inbox(sa, ticker, event)
+            await sa.drain_table_writes()
 
     @sa.app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def tick_loop() -> None:

@@ -43,7 +43,10 @@ def test_burst_one_spaces_calls_evenly() -> None:
     limiter = RateLimiter(clock=clock)
     limit = RateLimit(requests=5, window=1.0)
     waits = [limiter.reserve("k", limit) for _ in range(6)]
-    assert waits == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    step = 0.2 + 0.005  # W/R plus the safety margin (2 %, at least 5 ms)
+    assert waits == pytest.approx([i * step for i in range(6)])
+    # R+1 calls span more than W, so even a closed window (as upstreams count) sees <= R
+    assert waits[5] - waits[0] > 1.0
 
 
 def test_burst_allows_back_to_back_calls_but_keeps_any_window_at_r() -> None:
@@ -61,7 +64,8 @@ def test_keys_do_not_share_budget() -> None:
     limit = RateLimit(requests=1, window=10.0)
     assert limiter.reserve("a", limit) == 0.0
     assert limiter.reserve("b", limit) == 0.0
-    assert limiter.reserve("a", limit) == pytest.approx(10.0)
+    assert limiter.reserve("a", limit) == pytest.approx(limit.emission_interval)
+    assert limit.emission_interval == pytest.approx(10.2)  # W/R + 2 % margin
 
 
 def test_slot_past_max_wait_is_refused_and_not_reserved() -> None:
@@ -71,10 +75,10 @@ def test_slot_past_max_wait_is_refused_and_not_reserved() -> None:
     limiter.reserve("k", limit)
     with pytest.raises(RateLimited) as info:
         limiter.reserve("k", limit, max_wait=1.0)
-    assert info.value.retry_after == pytest.approx(5.0)
+    assert info.value.retry_after == pytest.approx(limit.emission_interval)
     assert "deadline" in str(info.value)
-    # The refused call took nothing: the next caller still gets the slot at +5 s.
-    assert limiter.reserve("k", limit) == pytest.approx(5.0)
+    # The refused call took nothing: the next caller still gets the slot at +T.
+    assert limiter.reserve("k", limit) == pytest.approx(limit.emission_interval)
     assert limiter.stats.rejected == 1
 
 
@@ -96,9 +100,9 @@ async def test_acquire_waits_with_injected_sleep_and_counts() -> None:
     limit = RateLimit(requests=2, window=1.0)
     for _ in range(4):
         await limiter.acquire("k", limit)
-    assert clock.slept == pytest.approx([0.5, 0.5, 0.5])
+    assert clock.slept == pytest.approx([limit.emission_interval] * 3)
     assert limiter.stats.waits == 3
-    assert limiter.stats.wait_seconds == pytest.approx(1.5)
+    assert limiter.stats.wait_seconds == pytest.approx(3 * limit.emission_interval)
     assert limiter.stats.admitted == 4
 
 

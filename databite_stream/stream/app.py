@@ -96,11 +96,16 @@ class StreamApp:
             broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.session_timeout_s / 10,
-            producer_linger=0.002,
+            # bigger batches: a due wave sends thousands of small messages at once
+            producer_linger=0.005,
+            producer_max_batch_size=1_048_576,
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
             value_serializer="raw",
         )
+        # faust stops *every* stream while more than 100 table writes wait in its producer
+        # buffer; a tick that plans thousands of jobs writes thousands of rows at once
+        self.app.producer.buffer.max_messages = 10_000
         # every registry topic but integrations (read by the IntegrationsView, outside the group)
         self.topics: dict[str, faust.TopicT] = {
             spec.suffix: self._topic(spec) for spec in TOPICS if spec is not INTEGRATIONS

@@ -80,9 +80,15 @@ class Ticker:
         self.outstanding.pop(partition, None)
 
     def _next_wait(self) -> float:
+        """Seconds until some partition needs a tick: its earliest due time, or, while its
+        tick is outstanding (the agent pokes us when it is handled), the re-send deadline."""
         wait = self.sa.settings.tick_max_interval_s
-        now = now_ms()
-        for index in self.sa.due.values():
+        now, mono = now_ms(), time.monotonic()
+        for partition, index in self.sa.due.items():
+            sent = self.outstanding.get(partition)
+            if sent is not None:
+                wait = min(wait, max(0.0, sent + TICK_RESEND_S - mono))
+                continue
             nxt = index.peek_next_ms()
             if nxt is not None:
                 wait = min(wait, max(0.0, (nxt - now) / 1000))
@@ -116,9 +122,6 @@ class Ticker:
                 await inbox.send(
                     key=None, value=Tick(now_ms=now).model_dump_json().encode(), partition=partition
                 )
-            if self.outstanding:
-                # don't spin while ticks are in flight: the agent pokes us when it handled them
-                await asyncio.sleep(0.001)
 
 
 def register(sa: StreamApp) -> None:

@@ -10,6 +10,7 @@ and writes its table as JSON and markdown into ``benchmarks/results/`` (git-igno
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -36,6 +37,9 @@ from databite_stream.testing.fixtures import echo_connection, echo_integration
 from databite_stream.topics import CONNECTIONS, INTEGRATIONS, RESULTS, changelog_topic
 
 REPO = Path(__file__).resolve().parents[1]
+#: source tree the workers run from (``--src``): the repo, or e.g. a ``git archive`` snapshot
+#: to A/B a change or to keep measuring while the working tree is being edited
+SRC = Path(os.environ.get("BENCH_SRC", str(REPO))).resolve()
 RESULTS_DIR = REPO / "benchmarks" / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -149,7 +153,9 @@ class Deployment:
         if problems:
             raise RuntimeError(f"topic problems: {problems}")
 
-    def start_worker(self, name: str = "w1", *, wrap: Sequence[str] = (), **env: str) -> int:
+    def start_worker(self, name: str = "w1", *, command: Sequence[str] = (), **env: str) -> int:
+        """Start a worker process (``command`` replaces ``python -m databite_stream.cli
+        worker``, e.g. to run it under a profiler); return its pid."""
         data = self.tmp / name
         data.mkdir(parents=True, exist_ok=True)
         full_env = {
@@ -161,18 +167,22 @@ class Deployment:
             "DATABITE_DATA_DIR": str(data),
             "DATABITE_STORE": self.store,
             "DATABITE_WEB_ENABLED": "false",
+            "PYTHONPATH": os.pathsep.join(
+                [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
             **self.env,
             **env,
         }
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "databite_stream.cli", "worker"],
+            list(command) or [sys.executable, "-m", "databite_stream.cli", "worker"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=SRC,
         )
         self.workers[name] = proc
+        atexit.register(_kill_if_alive, proc)  # never leave a worker behind a crashed bench
         return proc.pid
 
     def log(self, name: str = "w1") -> str:
@@ -193,6 +203,12 @@ class Deployment:
     def stop_all(self) -> None:
         for name in list(self.workers):
             self.stop_worker(name)
+
+
+def _kill_if_alive(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 # -- process facts (from /proc: no extra dependency) ----------------------------------------
@@ -280,7 +296,7 @@ async def end_offsets_total(bootstrap: str, topic: str) -> int:
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
         offsets = await consumer.end_offsets(tps) if tps else {}

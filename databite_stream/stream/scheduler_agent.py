@@ -21,7 +21,6 @@ import time
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
-from databite_stream.catalog import CatalogError
 from databite_stream.ratelimit import rate_limit_key
 from databite_stream.schedule import (
     DueIndex,
@@ -306,8 +305,17 @@ async def _save_and_emit(sa: StreamApp, row: JobRow, runs: list[DueRun], now: in
         integration = (
             sa.integrations.get(connection.integration_id) if connection is not None else None
         )
-        if connection is None or integration is None:
-            missing = "connection" if connection is None else "integration"
+        missing = (
+            "connection"
+            if connection is None
+            else "integration"
+            if integration is None
+            else f"connector {connection.connector_id!r}"
+            if connection.connector_id not in sa.registry
+            else None
+        )
+        if missing is not None or connection is None or integration is None:
+            # nothing to run it with (deleted meanwhile, or a plugin removed): the runs fail
             state = row.state
             for run in runs:
                 state, _ = on_run_finished(
@@ -316,10 +324,7 @@ async def _save_and_emit(sa: StreamApp, row: JobRow, runs: list[DueRun], now: in
             row = JobRow(row.partition, state, row.checkpoint)
             runs = []
         else:
-            try:
-                key = rate_limit_key(sa.registry.get(connection.connector_id), connection)
-            except Exception as exc:  # connector vanished (plugin removed): fail the runs
-                raise CatalogError("unknown_connector", str(exc)) from exc
+            key = rate_limit_key(sa.registry.get(connection.connector_id), connection)
             work = sa.topic(WORK)
             for run in runs:
                 due = DueJob(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
@@ -238,13 +240,18 @@ async def _on_tick(sa: StreamApp, partition: int, now: int) -> None:
     if index is None:
         return
     due = index.pop_due(now, POP_LIMIT)
+    rows: list[JobRow] = []
+    sent: list[Awaitable[Any]] = []
     for _, job in due:
         row = _load(sa, job)
         if row is None:
             index.remove(job)  # popped entries keep their slot until removed
             continue
         state, runs = plan_due(row.state, now, sa.policy)
-        await _save_and_emit(sa, JobRow(partition, state, row.checkpoint), runs, now)
+        new_row, deliveries = await _emit(sa, JobRow(partition, state, row.checkpoint), runs, now)
+        rows.append(new_row)
+        sent.extend(deliveries)
+    await _stored_after(sa, rows, sent)
 
 
 async def _on_upsert(
@@ -298,45 +305,66 @@ async def _on_command(
 
 
 async def _save_and_emit(sa: StreamApp, row: JobRow, runs: list[DueRun], now: int) -> None:
-    """Write the row and send its due runs to the executor (keyed by the rate-limit key)."""
-    if runs:
-        raw = sa.connections.get(row.state.connection_id)
-        connection = decode_connection_row(raw).connection if raw is not None else None
-        integration = (
-            sa.integrations.get(connection.integration_id) if connection is not None else None
+    """Send the row's due runs, then write the row (see :func:`_stored_after`)."""
+    new_row, sent = await _emit(sa, row, runs, now)
+    await _stored_after(sa, [new_row], sent)
+
+
+async def _stored_after(sa: StreamApp, rows: list[JobRow], sent: list[Awaitable[Any]]) -> None:
+    """Write ``rows`` only once the DueJobs they record as in flight are in Kafka.
+
+    The other order can lose a run: a kill -9 after the row's changelog record landed but
+    before its DueJob did leaves the recovered job "in flight" for a run nobody has (the
+    re-delivered tick sees it as already emitted). In this order a kill re-emits the same
+    run id instead, which the executor's runs-done table de-duplicates.
+    """
+    if sent:
+        await asyncio.gather(*sent)
+    for row in rows:
+        _store(sa, row)
+
+
+async def _emit(
+    sa: StreamApp, row: JobRow, runs: list[DueRun], now: int
+) -> tuple[JobRow, list[Awaitable[Any]]]:
+    """Send the due runs to the executor (keyed by the rate-limit key); return the row to
+    store and the pending deliveries. Runs that cannot be sent fail at once."""
+    if not runs:
+        return row, []
+    raw = sa.connections.get(row.state.connection_id)
+    connection = decode_connection_row(raw).connection if raw is not None else None
+    integration = sa.integrations.get(connection.integration_id) if connection is not None else None
+    missing = (
+        "connection"
+        if connection is None
+        else "integration"
+        if integration is None
+        else f"connector {connection.connector_id!r}"
+        if connection.connector_id not in sa.registry
+        else None
+    )
+    if missing is not None or connection is None or integration is None:
+        # nothing to run it with (deleted meanwhile, or a plugin removed): the runs fail
+        state = row.state
+        for run in runs:
+            state, _ = on_run_finished(
+                state, run.run_id, False, now, sa.policy, result=f"{missing} not found"
+            )
+        return JobRow(row.partition, state, row.checkpoint), []
+    key = rate_limit_key(sa.registry.get(connection.connector_id), connection).encode()
+    work = sa.topic(WORK)
+    sent: list[Awaitable[Any]] = []
+    for run in runs:
+        due = DueJob(
+            run_id=run.run_id,
+            job_id=run.job_id,
+            sync_name=row.state.sync_name,
+            scheduled_for_ms=run.scheduled_for_ms,
+            emitted_at_ms=now_ms(),
+            reason=run.reason.value,
+            checkpoint=row.checkpoint,
+            connection=connection,
+            integration=integration,
         )
-        missing = (
-            "connection"
-            if connection is None
-            else "integration"
-            if integration is None
-            else f"connector {connection.connector_id!r}"
-            if connection.connector_id not in sa.registry
-            else None
-        )
-        if missing is not None or connection is None or integration is None:
-            # nothing to run it with (deleted meanwhile, or a plugin removed): the runs fail
-            state = row.state
-            for run in runs:
-                state, _ = on_run_finished(
-                    state, run.run_id, False, now, sa.policy, result=f"{missing} not found"
-                )
-            row = JobRow(row.partition, state, row.checkpoint)
-            runs = []
-        else:
-            key = rate_limit_key(sa.registry.get(connection.connector_id), connection)
-            work = sa.topic(WORK)
-            for run in runs:
-                due = DueJob(
-                    run_id=run.run_id,
-                    job_id=run.job_id,
-                    sync_name=row.state.sync_name,
-                    scheduled_for_ms=run.scheduled_for_ms,
-                    emitted_at_ms=now_ms(),
-                    reason=run.reason.value,
-                    checkpoint=row.checkpoint,
-                    connection=connection,
-                    integration=integration,
-                )
-                await work.send(key=key.encode(), value=due.model_dump_json().encode())
-    _store(sa, row)
+        sent.append(await work.send(key=key, value=due.model_dump_json().encode()))
+    return row, sent

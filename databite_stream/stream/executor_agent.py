@@ -77,7 +77,7 @@ class Runner:
         self.sa = sa
         self.slots = asyncio.Semaphore(sa.settings.max_concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.executor = Executor()
         self.in_flight = 0
 
@@ -110,13 +110,18 @@ class Runner:
             await self.sa.deadletters.from_event(event, f"invalid work message: {exc}", "invalid")
             return
         if isinstance(work, DueJob):
-            lock = self.locks.setdefault(work.job_id, asyncio.Lock())
+            # one run of a job at a time; the lock lives while anyone holds or awaits it
+            lock, users = self.locks.get(work.job_id, (asyncio.Lock(), 0))
+            self.locks[work.job_id] = (lock, users + 1)
             try:
                 async with lock:
                     await self._run_sync(work, message.partition)
             finally:
-                if not lock.locked() and self.locks.get(work.job_id) is lock:
+                lock, users = self.locks[work.job_id]
+                if users == 1:
                     del self.locks[work.job_id]
+                else:
+                    self.locks[work.job_id] = (lock, users - 1)
         else:
             await self._run_action(work)
 

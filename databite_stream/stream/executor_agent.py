@@ -82,8 +82,10 @@ class Runner:
         self.in_flight = 0
 
     async def handle(self, stream: StreamT[bytes], event: EventT[bytes]) -> None:
+        handled = False
         try:
             await self._handle(event)
+            handled = True
         except Exception:
             await self._fail_run(event)
             log.exception(
@@ -95,9 +97,12 @@ class Runner:
             await self.sa.deadletters.from_event(
                 event, "internal error while executing", "internal"
             )
+            handled = True
         finally:
             self.slots.release()
-            await stream.ack(event)
+            # a run cancelled by a shutdown is not acked: its input is re-delivered
+            if handled:
+                await stream.ack(event)
 
     async def _handle(self, event: EventT[bytes]) -> None:
         message = event.message

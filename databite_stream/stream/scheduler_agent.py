@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 POP_LIMIT = 5000  # due jobs handled per tick; more wakes the ticker again at once
 TICK_RESEND_S = 2.0  # a tick not handled by then (lost in a rebalance) is sent again
+DELIVERY_WAIT_S = 3.0  # longest a tick waits for its due jobs to be acknowledged
 
 
 class Ticker:
@@ -319,7 +320,18 @@ async def _stored_after(sa: StreamApp, rows: list[JobRow], sent: list[Awaitable[
     run id instead, which the executor's runs-done table de-duplicates.
     """
     if sent:
-        await asyncio.gather(*sent)
+        # bounded: while a broker is down a delivery can wait for the producer's request
+        # timeout; the scheduler must not stop for that long (the old order's small risk
+        # is accepted then, and logged)
+        _done, pending = await asyncio.wait(
+            [asyncio.ensure_future(f) for f in sent], timeout=DELIVERY_WAIT_S
+        )
+        if pending:
+            log.warning(
+                "%d due job(s) not acknowledged by Kafka within %.0fs; recording them anyway",
+                len(pending),
+                DELIVERY_WAIT_S,
+            )
     for row in rows:
         _store(sa, row)
 

@@ -17,7 +17,6 @@ import importlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import faust
 from faust.types import TP, TableT
@@ -122,7 +121,6 @@ class StreamApp:
         self.connections, self.jobs, self.runs_done = (self._table(t) for t in TABLES)
         #: per active partition of the inbox: heap of (wake_at_ms, job_id)
         self.due: dict[int, DueIndex] = {}
-        #: per active partition: connection id -> its job ids (rebuilt with the due index)
         self.deadletters = DeadLetters(self)
         self.metrics = Metrics(self)
         self.integrations = IntegrationsView(
@@ -227,13 +225,6 @@ class StreamApp:
         await self.topic(INBOX).send(
             key=connection_id.encode(), value=remove.model_dump_json().encode()
         )
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "app_id": self.settings.app_id,
-            "partitions": sorted(self.due),
-            "due_index": {p: len(i) for p, i in self.due.items()},
-        }
 
 
 def build_app(settings: Settings, registry: ConnectorRegistry | None = None) -> StreamApp:

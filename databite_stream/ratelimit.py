@@ -50,6 +50,7 @@ __all__ = (
     "RateLimiter",
     "RateLimiterStats",
     "SupportsRateLimit",
+    "budget_key",
     "rate_limit_key",
 )
 
@@ -127,10 +128,15 @@ def rate_limit_key(connector: SupportsRateLimit, connection: Connection) -> str:
     ``"<connector>:<integration_id>"`` for a per-integration limit, otherwise (per-connection
     or no limit declared) ``"<connector>:<connection_id>"``.
     """
+    return budget_key(connector, connection.id, connection.integration_id)
+
+
+def budget_key(connector: SupportsRateLimit, connection_id: str, integration_id: str) -> str:
+    """:func:`rate_limit_key` from the ids alone (the scheduler's hot path has no model)."""
     limit = connector.rate_limit
     if limit is not None and limit.strategy == "per-integration":
-        return f"{connector.id}:{connection.integration_id}"
-    return f"{connector.id}:{connection.id}"
+        return f"{connector.id}:{integration_id}"
+    return f"{connector.id}:{connection_id}"
 
 
 @dataclass(slots=True)

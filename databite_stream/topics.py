@@ -35,9 +35,11 @@ from databite_stream.wire import (
     Command,
     DeadLetter,
     DueJob,
+    DueJobs,
     JobRemove,
     JobUpsert,
     RunFinished,
+    RunsFinished,
     Tick,
 )
 
@@ -154,7 +156,7 @@ DEADLETTER = TopicSpec(
 INBOX = TopicSpec(
     "internal.scheduler-inbox",
     key="connection id",
-    values=(Tick, JobUpsert, JobRemove, RunFinished),
+    values=(Tick, JobUpsert, JobRemove, RunFinished, RunsFinished),
     cleanup="delete",
     retention_ms=DAY_MS,
     internal=True,
@@ -163,7 +165,7 @@ INBOX = TopicSpec(
 WORK = TopicSpec(
     "internal.work",
     key="rate-limit key (connector:connection or connector:integration)",
-    values=(DueJob, ActionWork),
+    values=(DueJob, DueJobs, ActionWork),
     cleanup="delete",
     retention_ms=DAY_MS,
     internal=True,

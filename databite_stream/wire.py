@@ -31,10 +31,12 @@ __all__ = (
     "CommandKind",
     "DeadLetter",
     "DueJob",
+    "DueJobs",
     "InboxMessage",
     "JobRemove",
     "JobUpsert",
     "RunFinished",
+    "RunsFinished",
     "Tick",
     "WorkMessage",
     "inbox_adapter",
@@ -103,8 +105,17 @@ class RunFinished(WireModel):
     records: int = 0
 
 
+class RunsFinished(WireModel):
+    """Completions of several runs whose jobs live in one inbox partition, sent together
+    (the executor batches them: one inbox message per partition per few milliseconds)."""
+
+    type: Literal["runs_finished"] = "runs_finished"
+    runs: list[RunFinished] = Field(min_length=1)
+
+
 InboxMessage = Annotated[
-    Tick | JobUpsert | JobRemove | RunFinished | Command, Field(discriminator="type")
+    Tick | JobUpsert | JobRemove | RunFinished | RunsFinished | Command,
+    Field(discriminator="type"),
 ]
 
 
@@ -132,7 +143,15 @@ class ActionWork(WireModel):
     integration: Integration
 
 
-WorkMessage = Annotated[DueJob | ActionWork, Field(discriminator="type")]
+class DueJobs(WireModel):
+    """Due runs of one work partition from one tick, sent together (at most a few hundred per
+    message): one Kafka message, one decode and one acknowledgement for many runs."""
+
+    type: Literal["due_jobs"] = "due_jobs"
+    runs: list[DueJob] = Field(min_length=1)
+
+
+WorkMessage = Annotated[DueJob | DueJobs | ActionWork, Field(discriminator="type")]
 
 
 class DeadLetter(WireModel):

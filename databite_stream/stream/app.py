@@ -17,6 +17,7 @@ import importlib
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import faust
 from faust.types import TP, TableT
@@ -31,8 +32,9 @@ from databite_stream.settings import Settings, SettingsError
 from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
+from databite_stream.stream.outbox import Outbox
 from databite_stream.stream.rows import decode_connection_row
-from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, TopicSpec
+from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, WORK, TopicSpec
 from databite_stream.wire import JobRemove
 
 __all__ = ("StreamApp", "build_app", "now_ms")
@@ -122,6 +124,9 @@ class StreamApp:
         #: per active partition of the inbox: heap of (wake_at_ms, job_id)
         self.due: dict[int, DueIndex] = {}
         self.deadletters = DeadLetters(self)
+        #: batched publishing of the per-run records (results, markers, job rows)
+        self.outbox = Outbox(self._kafka_producer, self._partition_count)
+        self._changelog_keys: dict[str, bytes] = {}
         self.metrics = Metrics(self)
         self.integrations = IntegrationsView(
             settings.broker,
@@ -130,6 +135,7 @@ class StreamApp:
             on_change=self._on_integration_change,
         )
         self.inbox_name = INBOX.name(settings)
+        self.work_name = WORK.name(settings)
         #: set once the first assignment has been recovered (and the due index built)
         self.assigned = asyncio.Event()
         self.app.add_dependency(_IntegrationsService(self.integrations))
@@ -177,13 +183,45 @@ class StreamApp:
         while buffer.size and time.monotonic() < deadline:
             await buffer.flush()
 
-    async def durable_set(
+    def _changelog_key(self, key: str) -> bytes:
+        """A table key as faust writes it to the changelog (its json codec for ``str`` keys;
+        the same bytes, or compaction would keep two rows for one key)."""
+        encoded = self._changelog_keys.get(key)
+        if encoded is None:
+            encoded = self.app.serializers.dumps_key(str, key, serializer="json") or b""
+            if len(self._changelog_keys) >= 262_144:
+                self._changelog_keys.clear()
+            self._changelog_keys[key] = encoded
+        return encoded
+
+    def _kafka_producer(self) -> Any:
+        """faust's started aiokafka producer (the outbox shares its connections)."""
+        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    def _partition_count(self, topic: str) -> int:
+        known = self._kafka_producer().client.cluster.partitions_for_topic(topic)
+        return len(known) if known else self.settings.partitions
+
+    def durable_put(
         self, table: TableT[str, bytes], key: str, value: bytes, partition: int
-    ) -> None:
-        """Write a table row and wait until its changelog record is in Kafka."""
+    ) -> asyncio.Future[None]:
+        """Write a table row now (local store) and its changelog record through the outbox;
+        the future resolves when Kafka has the record. Await it before the source offset of
+        the event that caused the write can be committed."""
         table.data[key] = value  # the local store, without faust's buffered changelog send
-        fut = await table.changelog_topic.send(key=key, value=value, partition=partition)
-        await fut
+        return self.outbox.add(
+            table.changelog_topic.get_topic_name(), self._changelog_key(key), value, partition
+        )
+
+    def durable_delete(
+        self, table: TableT[str, bytes], key: str, partition: int
+    ) -> asyncio.Future[None]:
+        """Delete a table row now and publish its tombstone (see :meth:`durable_put`)."""
+        if key in table.data:
+            del table.data[key]
+        return self.outbox.add(
+            table.changelog_topic.get_topic_name(), key.encode(), None, partition
+        )
 
     @property
     def scheduler_inbox_topic(self) -> faust.TopicT:

@@ -37,12 +37,13 @@ from databite_stream.topics import (
     WORK,
     record_key,
 )
-from databite_stream.wire import ActionWork, DueJob, RunFinished, work_adapter
+from databite_stream.wire import ActionWork, DueJob, DueJobs, RunFinished, work_adapter
 
 __all__ = ("register",)
 
 log = logging.getLogger(__name__)
 DONE_KEPT = 16  # run ids remembered per job
+FINISHED_PER_MESSAGE = 500  # RunFinished items per RunsFinished message (~100 KB)
 
 
 def register(sa: StreamApp) -> None:
@@ -53,10 +54,7 @@ def register(sa: StreamApp) -> None:
     async def executor(stream: StreamT[bytes]) -> None:
         manual = cast(faust.Stream[bytes], stream).noack()
         async for event in manual.events():
-            await runner.slots.acquire()
-            task = asyncio.create_task(runner.handle(manual, event))
-            runner.tasks.add(task)
-            task.add_done_callback(runner.tasks.discard)
+            await runner.accept(manual, event)
 
     sa.app.add_dependency(_Closer(runner))
 
@@ -69,7 +67,47 @@ class _Closer(Service):
         self.runner = runner
 
     async def on_stop(self) -> None:
+        await self.runner.sa.outbox.close()
         await self.runner.executor.close()
+
+
+class _Acks:
+    """Acknowledges one work message once every run it carries is handled. A run cancelled
+    by a shutdown is not handled: the message is then not acked and is re-delivered."""
+
+    __slots__ = ("cancelled", "event", "left", "stream")
+
+    def __init__(self, stream: StreamT[bytes], event: EventT[bytes], count: int) -> None:
+        self.stream, self.event, self.left, self.cancelled = stream, event, count, False
+
+    async def done(self, handled: bool) -> None:
+        self.cancelled |= not handled
+        self.left -= 1
+        if self.left == 0 and not self.cancelled:
+            await self.stream.ack(self.event)
+
+
+def _runs_finished(items: list[bytes]) -> list[bytes]:
+    """Join encoded ``RunFinished`` items into ``RunsFinished`` messages (outbox combine)."""
+    return [
+        b'{"type":"runs_finished","runs":[' + b",".join(items[i : i + FINISHED_PER_MESSAGE]) + b"]}"
+        for i in range(0, len(items), FINISHED_PER_MESSAGE)
+    ]
+
+
+class _Slot:
+    """One of the executor's concurrency slots, released once (whichever comes first: the
+    run's third-party work ends, or the handler does)."""
+
+    __slots__ = ("held", "slots")
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self.slots, self.held = slots, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
 
 
 class Runner:
@@ -80,14 +118,46 @@ class Runner:
         self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.executor = Executor()
         self.in_flight = 0
+        self.inbox = INBOX.name(sa.settings)
+        self.results = RESULTS.name(sa.settings)
+        self.records = RECORDS.name(sa.settings)
 
-    async def handle(self, stream: StreamT[bytes], event: EventT[bytes]) -> None:
-        handled = False
+    async def accept(self, stream: StreamT[bytes], event: EventT[bytes]) -> None:
+        """Decode one work message and start its runs (at most ``max_concurrency`` running
+        at once: this waits for a slot, which holds the stream back)."""
+        message = event.message
+        if message.value is None:
+            await self.sa.deadletters.from_event(event, "empty work message", "invalid")
+            await stream.ack(event)
+            return
         try:
-            await self._handle(event)
+            work = work_adapter.validate_json(message.value)
+        except ValidationError as exc:
+            await self.sa.deadletters.from_event(event, f"invalid work message: {exc}", "invalid")
+            await stream.ack(event)
+            return
+        items: list[DueJob] | list[ActionWork] | list[DueJob | ActionWork]
+        items = work.runs if isinstance(work, DueJobs) else [work]
+        acks = _Acks(stream, event, len(items))
+        for item in items:
+            await self.slots.acquire()
+            task = asyncio.create_task(self.handle(item, event, acks))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, work: DueJob | ActionWork, event: EventT[bytes], acks: _Acks) -> None:
+        handled = False
+        slot = _Slot(self.slots)
+        try:
+            if isinstance(work, DueJob):
+                await self._run_due(work, event.message.partition, slot)
+            else:
+                await self._run_action(work)
             handled = True
         except Exception:
-            await self._fail_run(event)
+            if isinstance(work, DueJob):
+                with contextlib.suppress(Exception):
+                    await self._report(work, False, None, error="internal error in the executor")
             log.exception(
                 "executor failed on %s[%d]@%d",
                 event.message.topic,
@@ -99,81 +169,48 @@ class Runner:
             )
             handled = True
         finally:
-            self.slots.release()
-            # a run cancelled by a shutdown is not acked: its input is re-delivered
-            if handled:
-                await stream.ack(event)
+            slot.release()
+            await acks.done(handled)
 
-    async def _handle(self, event: EventT[bytes]) -> None:
-        message = event.message
-        if message.value is None:
-            await self.sa.deadletters.from_event(event, "empty work message", "invalid")
-            return
+    async def _run_due(self, work: DueJob, partition: int, slot: _Slot) -> None:
+        # one run of a job at a time; the lock lives while anyone holds or awaits it
+        lock, users = self.locks.get(work.job_id, (asyncio.Lock(), 0))
+        self.locks[work.job_id] = (lock, users + 1)
         try:
-            work = work_adapter.validate_json(message.value)
-        except ValidationError as exc:
-            await self.sa.deadletters.from_event(event, f"invalid work message: {exc}", "invalid")
-            return
-        if isinstance(work, DueJob):
-            # one run of a job at a time; the lock lives while anyone holds or awaits it
-            lock, users = self.locks.get(work.job_id, (asyncio.Lock(), 0))
-            self.locks[work.job_id] = (lock, users + 1)
-            try:
-                async with lock:
-                    await self._run_sync(work, message.partition)
-            finally:
-                lock, users = self.locks[work.job_id]
-                if users == 1:
-                    del self.locks[work.job_id]
-                else:
-                    self.locks[work.job_id] = (lock, users - 1)
-        else:
-            await self._run_action(work)
-
-    async def _fail_run(self, event: EventT[bytes]) -> None:
-        """An internal error: tell the scheduler the run failed, so the job is not left
-        "in flight" until its lease expires."""
-        try:
-            work = work_adapter.validate_json(event.message.value or b"")
-        except ValidationError:
-            return
-        if isinstance(work, DueJob):
-            with contextlib.suppress(Exception):
-                await self._report(work, False, None, error="internal error in the executor")
+            async with lock:
+                await self._run_sync(work, partition, slot)
+        finally:
+            lock, users = self.locks[work.job_id]
+            if users == 1:
+                del self.locks[work.job_id]
+            else:
+                self.locks[work.job_id] = (lock, users - 1)
 
     def _done(self, job: str) -> dict[str, Any]:
         raw = self.sa.runs_done.get(job)
         return orjson.loads(raw) if raw is not None else {}
 
-    async def _run_sync(self, due: DueJob, partition: int) -> None:
+    async def _run_sync(self, due: DueJob, partition: int, slot: _Slot) -> None:
         done = self._done(due.job_id)
         if due.run_id in done:
             log.info("run %s already has a result; not running it again", due.run_id)
             await self._report(due, done[due.run_id], None)
             return
         connector = self.sa.registry.get(due.connection.connector_id)
-        records_topic = self.sa.topic(RECORDS)
+        outbox = self.sa.outbox
         checkpoint_changed = False
 
         async def on_batch(batch: SyncBatch) -> None:
             nonlocal checkpoint_changed
-            pending = []
+            rounds: set[asyncio.Future[None]] = set()
             for record in batch.records:
-                pending.append(
-                    await records_topic.send(
-                        key=record_key(due.connection.id, due.sync_name, record.record_id),
-                        value=record.model_dump_json().encode(),
-                    )
-                )
+                key = record_key(due.connection.id, due.sync_name, record.record_id)
+                rounds.add(outbox.add(self.records, key, record.model_dump_json().encode()))
             for record_id in batch.deletions:
-                pending.append(
-                    await records_topic.send(
-                        key=record_key(due.connection.id, due.sync_name, str(record_id)),
-                        value=None,
-                    )
-                )
-            for fut in pending:
-                await fut  # a batch counts (and its checkpoint) only once Kafka has it
+                key = record_key(due.connection.id, due.sync_name, str(record_id))
+                rounds.add(outbox.add(self.records, key, None))
+            # a batch counts (and its checkpoint) only once Kafka has all of it
+            await asyncio.gather(*rounds)
             checkpoint_changed = True
 
         self.in_flight += 1
@@ -194,21 +231,16 @@ class Runner:
             )
         finally:
             self.in_flight -= 1
+            slot.release()  # the third-party work is over; publishing does not hold a slot
         done[due.run_id] = result.success
         if len(done) > DONE_KEPT:
             for old in list(done)[: len(done) - DONE_KEPT]:
                 del done[old]
-        # the result and the "done" marker leave together and are both awaited before the
-        # input is acked: a crash can only re-deliver a run whose marker is not in Kafka,
-        # and then its result is not either (up to the gap between two acks of one flush)
-        result_sent = await self.sa.topic(RESULTS).send(
-            key=due.connection.id.encode(), value=result.model_dump_json().encode()
-        )
-        try:
-            await self.sa.durable_set(self.sa.runs_done, due.job_id, orjson.dumps(done), partition)
-        except Exception:  # de-duplication is best effort; the result goes out regardless
-            log.exception("could not record run %s as done", due.run_id)
-        await result_sent
+        # the result, the "done" marker and the completion go out in one outbox round and are
+        # all acknowledged before the input is acked: a crash can only re-deliver a run whose
+        # marker is not in Kafka, and then its result is not either
+        outbox.add(self.results, due.connection.id.encode(), result.model_dump_json().encode())
+        self.sa.durable_put(self.sa.runs_done, due.job_id, orjson.dumps(done), partition)
         self.sa.metrics.observe_result(result)
         await self._report(due, result.success, result, checkpoint_changed=checkpoint_changed)
 
@@ -221,6 +253,8 @@ class Runner:
         checkpoint_changed: bool = False,
         error: str | None = None,
     ) -> None:
+        """Tell the job's scheduler partition the run is over (batched per partition) and
+        wait until Kafka has it, with everything queued before it."""
         summary = result.summary if result is not None else None
         finished = RunFinished(
             job_id=due.job_id,
@@ -234,9 +268,10 @@ class Runner:
             error_kind=result.error_kind if result is not None else ErrorKind.NONE,
             records=summary.records if summary is not None else 0,
         )
-        await self.sa.topic(INBOX).send(
-            key=due.connection.id.encode(), value=finished.model_dump_json().encode()
-        )
+        outbox = self.sa.outbox
+        partition = outbox.partition(self.inbox, due.connection.id.encode())
+        item = finished.model_dump_json().encode()
+        await outbox.add_combined(self.inbox, partition, item, _runs_finished)
 
     async def _run_action(self, work: ActionWork) -> None:
         connector = self.sa.registry.get(work.connection.connector_id)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
+import orjson
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
-from databite_stream.ratelimit import rate_limit_key
+from databite_stream.models import Integration
+from databite_stream.ratelimit import budget_key
 from databite_stream.schedule import (
     DueIndex,
     DueRun,
@@ -47,13 +48,13 @@ from databite_stream.stream.rows import (
     decode_job_row,
     encode_job_row,
 )
-from databite_stream.topics import COMMANDS, INBOX, WORK
+from databite_stream.topics import COMMANDS, INBOX
 from databite_stream.wire import (
     Command,
-    DueJob,
     JobRemove,
     JobUpsert,
     RunFinished,
+    RunsFinished,
     Tick,
     inbox_adapter,
 )
@@ -63,6 +64,7 @@ __all__ = ("register",)
 log = logging.getLogger(__name__)
 
 POP_LIMIT = 5000  # due jobs handled per tick; more wakes the ticker again at once
+DUE_PER_MESSAGE = 200  # due jobs per work message (~150 KB; the broker's limit is 1 MB)
 TICK_RESEND_S = 2.0  # a tick not handled by then (lost in a rebalance) is sent again
 DELIVERY_WAIT_S = 3.0  # longest a tick waits for its due jobs to be acknowledged
 
@@ -175,19 +177,160 @@ def _index(sa: StreamApp, partition: int) -> DueIndex:
     return index
 
 
-def _store(sa: StreamApp, row: JobRow) -> None:
-    sa.jobs[row.state.job_id] = encode_job_row(row)
-    index = _index(sa, row.partition)
+class Changes:
+    """What one inbox event changes, applied together at its end (:meth:`apply`).
+
+    Rows changed by a tick (a run emitted: ``next_run`` advanced, run in flight, leases
+    expired) are stored locally only: each is re-derived from the durable row after a crash,
+    and re-derived runs keep their run ids, which the executor's ``runs-done`` table
+    de-duplicates. Every other change is durable: written through the outbox and
+    acknowledged before the event is done (so before its offset can be committed), and only
+    after the due jobs it records as in flight are in Kafka (the other order can leave a job
+    "in flight" for a run nobody has, after a kill -9).
+    """
+
+    __slots__ = ("due", "partition", "rows", "sa")
+
+    def __init__(self, sa: StreamApp, partition: int) -> None:
+        self.sa, self.partition = sa, partition
+        #: job id -> (new row or None for a delete, durable?); the latest change wins
+        self.rows: dict[str, tuple[JobRow | None, bool]] = {}
+        self.due: dict[int, list[bytes]] = {}  # work partition -> encoded DueJobs
+
+    def load(self, job: str) -> JobRow | None:
+        """The job's row as this event has changed it so far."""
+        if job in self.rows:
+            return self.rows[job][0]
+        raw = self.sa.jobs.get(job)
+        return decode_job_row(raw) if raw is not None else None
+
+    def emit(self, row: JobRow, runs: list[DueRun], now: int) -> JobRow:
+        """Queue the due runs for the executor (keyed by the rate-limit key); return the row
+        to store. Runs that cannot be sent (nothing to run them with) fail at once."""
+        if not runs:
+            return row
+        sa = self.sa
+        raw = sa.connections.get(row.state.connection_id)
+        connection: dict[str, Any] | None = orjson.loads(raw)["connection"] if raw else None
+        integration = sa.integrations.get(connection["integration_id"]) if connection else None
+        connector_id = connection["connector_id"] if connection else ""
+        missing = (
+            "connection"
+            if connection is None
+            else "integration"
+            if integration is None
+            else f"connector {connector_id!r}"
+            if connector_id not in sa.registry
+            else None
+        )
+        if missing is not None or connection is None or integration is None:
+            # deleted meanwhile, or a plugin removed: the runs fail
+            state = row.state
+            for run in runs:
+                state, _ = on_run_finished(
+                    state, run.run_id, False, now, sa.policy, result=f"{missing} not found"
+                )
+            return JobRow(row.partition, state, row.checkpoint)
+        key = budget_key(sa.registry.get(connector_id), connection["id"], integration.id)
+        partition = sa.outbox.partition(sa.work_name, key.encode())
+        integration_json = _integration_json(integration)
+        queue = self.due.setdefault(partition, [])
+        emitted = now_ms()
+        for run in runs:
+            # built with orjson from rows validated on the way in (pydantic would validate
+            # the connection again on every run; the executor validates what it receives)
+            queue.append(
+                orjson.dumps(
+                    {
+                        "type": "due_job",
+                        "run_id": run.run_id,
+                        "job_id": run.job_id,
+                        "sync_name": row.state.sync_name,
+                        "scheduled_for_ms": run.scheduled_for_ms,
+                        "emitted_at_ms": emitted,
+                        "reason": run.reason.value,
+                        "checkpoint": row.checkpoint,
+                        "connection": connection,
+                        "integration": orjson.Fragment(integration_json),
+                    }
+                )
+            )
+        return row
+
+    def store(self, row: JobRow, *, durable: bool = True) -> None:
+        job = row.state.job_id
+        earlier = self.rows.get(job)
+        self.rows[job] = (row, durable or (earlier is not None and earlier[1]))
+
+    def delete(self, job: str) -> None:
+        self.rows[job] = (None, True)
+
+    async def apply(self) -> None:
+        sa = self.sa
+        if self.due:
+            await self._hand_over()
+        index = _index(sa, self.partition)
+        rounds: set[asyncio.Future[None]] = set()
+        for job, (row, durable) in self.rows.items():
+            if row is None:
+                rounds.add(sa.durable_delete(sa.jobs, job, self.partition))
+                index.remove(job)
+                continue
+            if durable:
+                rounds.add(sa.durable_put(sa.jobs, job, encode_job_row(row), row.partition))
+            else:
+                sa.jobs.data[job] = encode_job_row(row)
+            _reindex(index, row)
+        if rounds:
+            await asyncio.gather(*rounds)
+
+    async def _hand_over(self) -> None:
+        """Send the queued due jobs (one message per work partition and up to
+        ``DUE_PER_MESSAGE`` runs) and wait until Kafka has them."""
+        sa = self.sa
+        rounds = {
+            sa.outbox.add(
+                sa.work_name,
+                None,
+                b'{"type":"due_jobs","runs":[' + b",".join(items[i : i + DUE_PER_MESSAGE]) + b"]}",
+                partition,
+            )
+            for partition, items in self.due.items()
+            for i in range(0, len(items), DUE_PER_MESSAGE)
+        }
+        # bounded: while a broker is down a delivery can wait for the producer's request
+        # timeout; the scheduler must not stop for that long (the runs stay in flight until
+        # their lease expires, and are logged)
+        _done, pending = await asyncio.wait(rounds, timeout=DELIVERY_WAIT_S)
+        failed = [r for r in _done if r.exception() is not None]
+        if pending or failed:
+            log.warning(
+                "%d due job message(s) not acknowledged by Kafka within %.0fs%s",
+                len(pending) + len(failed),
+                DELIVERY_WAIT_S,
+                f" ({failed[0].exception()!r})" if failed else "",
+            )
+
+
+_integration_cache: dict[str, tuple[Integration, bytes]] = {}
+
+
+def _integration_json(integration: Integration) -> bytes:
+    cached = _integration_cache.get(integration.id)
+    if cached is None or cached[0] is not integration:
+        cached = _integration_cache[integration.id] = (
+            integration,
+            integration.model_dump_json().encode(),
+        )
+    return cached[1]
+
+
+def _reindex(index: DueIndex, row: JobRow) -> None:
     wake = wake_at_ms(row.state)
     if wake is None:
         index.remove(row.state.job_id)
     else:
         index.upsert(row.state.job_id, wake)
-
-
-def _load(sa: StreamApp, job: str) -> JobRow | None:
-    raw = sa.jobs.get(job)
-    return decode_job_row(raw) if raw is not None else None
 
 
 async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
@@ -209,78 +352,82 @@ async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
         return
     partition = message.partition
     now = now_ms()
+    changes = Changes(sa, partition)
     if isinstance(msg, Tick):
         ticker.handled(partition)
-        await _on_tick(sa, partition, now)
+        _on_tick(sa, changes, now)
     elif isinstance(msg, JobUpsert):
-        await _on_upsert(sa, partition, msg, now, event)
+        await _on_upsert(sa, changes, msg, now, event)
     elif isinstance(msg, JobRemove):
-        if sa.jobs.get(msg.job_id) is not None:
-            del sa.jobs[msg.job_id]
-        _index(sa, partition).remove(msg.job_id)
-    elif isinstance(msg, RunFinished):
-        row = _load(sa, msg.job_id)
-        if row is not None:
-            state, runs = on_run_finished(
-                row.state,
-                msg.run_id,
-                msg.success,
-                msg.finished_ms,
-                sa.policy,
-                result=msg.error if not msg.success else f"{msg.records} records",
-            )
-            checkpoint = msg.checkpoint if msg.checkpoint_changed else row.checkpoint
-            await _save_and_emit(sa, JobRow(partition, state, checkpoint), runs, now)
+        if changes.load(msg.job_id) is not None:
+            changes.delete(msg.job_id)
+    elif isinstance(msg, RunFinished | RunsFinished):
+        for done in msg.runs if isinstance(msg, RunsFinished) else (msg,):
+            _on_finished(sa, changes, done, now)
     elif isinstance(msg, Command):
-        await _on_command(sa, partition, msg, now, event)
+        await _on_command(sa, changes, msg, now, event)
+    await changes.apply()
     ticker.poke()
 
 
-async def _on_tick(sa: StreamApp, partition: int, now: int) -> None:
-    index = sa.due.get(partition)
+def _on_finished(sa: StreamApp, changes: Changes, msg: RunFinished, now: int) -> None:
+    row = changes.load(msg.job_id)
+    if row is None:
+        return
+    state, runs = on_run_finished(
+        row.state,
+        msg.run_id,
+        msg.success,
+        msg.finished_ms,
+        sa.policy,
+        result=msg.error if not msg.success else f"{msg.records} records",
+    )
+    if state is row.state and not runs:
+        return  # a duplicate or stale completion: nothing changed
+    checkpoint = msg.checkpoint if msg.checkpoint_changed else row.checkpoint
+    changes.store(changes.emit(JobRow(changes.partition, state, checkpoint), runs, now))
+
+
+def _on_tick(sa: StreamApp, changes: Changes, now: int) -> None:
+    index = sa.due.get(changes.partition)
     if index is None:
         return
-    due = index.pop_due(now, POP_LIMIT)
-    rows: list[JobRow] = []
-    sent: list[Awaitable[Any]] = []
-    for _, job in due:
-        row = _load(sa, job)
+    for _, job in index.pop_due(now, POP_LIMIT):
+        row = changes.load(job)
         if row is None:
             index.remove(job)  # popped entries keep their slot until removed
             continue
         state, runs = plan_due(row.state, now, sa.policy)
-        new_row, deliveries = await _emit(sa, JobRow(partition, state, row.checkpoint), runs, now)
-        rows.append(new_row)
-        sent.extend(deliveries)
-    await _stored_after(sa, rows, sent)
+        new_row = changes.emit(JobRow(changes.partition, state, row.checkpoint), runs, now)
+        changes.store(new_row, durable=False)
 
 
 async def _on_upsert(
-    sa: StreamApp, partition: int, msg: JobUpsert, now: int, event: EventT[bytes]
+    sa: StreamApp, changes: Changes, msg: JobUpsert, now: int, event: EventT[bytes]
 ) -> None:
     try:
         spec = parse_schedule(msg.schedule)
     except ScheduleError as exc:
         await sa.deadletters.from_event(event, str(exc), "invalid_schedule")
         return
-    row = _load(sa, msg.job_id)
+    row = changes.load(msg.job_id)
     if row is None:
         state = create_job(msg.connection_id, msg.sync_name, spec, now, sa.policy)
-        row = JobRow(partition, state)
+        row = JobRow(changes.partition, state)
     else:
-        row = JobRow(partition, reschedule(row.state, spec, now), row.checkpoint)
-    _store(sa, row)
+        row = JobRow(changes.partition, reschedule(row.state, spec, now), row.checkpoint)
+    changes.store(row)
 
 
 async def _on_command(
-    sa: StreamApp, partition: int, cmd: Command, now: int, event: EventT[bytes]
+    sa: StreamApp, changes: Changes, cmd: Command, now: int, event: EventT[bytes]
 ) -> None:
     if cmd.sync_name is not None:
         jobs: tuple[str, ...] = (job_id(cmd.connection_id, cmd.sync_name),)
     else:
         raw = sa.connections.get(cmd.connection_id)
         jobs = decode_connection_row(raw).job_ids if raw is not None else ()
-    rows = [r for r in (_load(sa, j) for j in jobs) if r is not None]
+    rows = [r for r in (changes.load(j) for j in jobs) if r is not None]
     if not rows:
         target = cmd.connection_id + (f"/{cmd.sync_name}" if cmd.sync_name else "")
         await sa.deadletters.from_event(event, f"{cmd.command}: no job for {target}", "unknown_job")
@@ -299,84 +446,6 @@ async def _on_command(
         elif cmd.command == "reset_checkpoint":
             checkpoint = None
         elif cmd.command == "unschedule":
-            del sa.jobs[state.job_id]
-            _index(sa, partition).remove(state.job_id)
+            changes.delete(state.job_id)
             continue
-        await _save_and_emit(sa, JobRow(partition, state, checkpoint), runs, now)
-
-
-async def _save_and_emit(sa: StreamApp, row: JobRow, runs: list[DueRun], now: int) -> None:
-    """Send the row's due runs, then write the row (see :func:`_stored_after`)."""
-    new_row, sent = await _emit(sa, row, runs, now)
-    await _stored_after(sa, [new_row], sent)
-
-
-async def _stored_after(sa: StreamApp, rows: list[JobRow], sent: list[Awaitable[Any]]) -> None:
-    """Write ``rows`` only once the DueJobs they record as in flight are in Kafka.
-
-    The other order can lose a run: a kill -9 after the row's changelog record landed but
-    before its DueJob did leaves the recovered job "in flight" for a run nobody has (the
-    re-delivered tick sees it as already emitted). In this order a kill re-emits the same
-    run id instead, which the executor's runs-done table de-duplicates.
-    """
-    if sent:
-        # bounded: while a broker is down a delivery can wait for the producer's request
-        # timeout; the scheduler must not stop for that long (the old order's small risk
-        # is accepted then, and logged)
-        _done, pending = await asyncio.wait(
-            [asyncio.ensure_future(f) for f in sent], timeout=DELIVERY_WAIT_S
-        )
-        if pending:
-            log.warning(
-                "%d due job(s) not acknowledged by Kafka within %.0fs; recording them anyway",
-                len(pending),
-                DELIVERY_WAIT_S,
-            )
-    for row in rows:
-        _store(sa, row)
-
-
-async def _emit(
-    sa: StreamApp, row: JobRow, runs: list[DueRun], now: int
-) -> tuple[JobRow, list[Awaitable[Any]]]:
-    """Send the due runs to the executor (keyed by the rate-limit key); return the row to
-    store and the pending deliveries. Runs that cannot be sent fail at once."""
-    if not runs:
-        return row, []
-    raw = sa.connections.get(row.state.connection_id)
-    connection = decode_connection_row(raw).connection if raw is not None else None
-    integration = sa.integrations.get(connection.integration_id) if connection is not None else None
-    missing = (
-        "connection"
-        if connection is None
-        else "integration"
-        if integration is None
-        else f"connector {connection.connector_id!r}"
-        if connection.connector_id not in sa.registry
-        else None
-    )
-    if missing is not None or connection is None or integration is None:
-        # nothing to run it with (deleted meanwhile, or a plugin removed): the runs fail
-        state = row.state
-        for run in runs:
-            state, _ = on_run_finished(
-                state, run.run_id, False, now, sa.policy, result=f"{missing} not found"
-            )
-        return JobRow(row.partition, state, row.checkpoint), []
-    key = rate_limit_key(sa.registry.get(connection.connector_id), connection).encode()
-    work = sa.topic(WORK)
-    sent: list[Awaitable[Any]] = []
-    for run in runs:
-        due = DueJob(
-            run_id=run.run_id,
-            job_id=run.job_id,
-            sync_name=row.state.sync_name,
-            scheduled_for_ms=run.scheduled_for_ms,
-            emitted_at_ms=now_ms(),
-            reason=run.reason.value,
-            checkpoint=row.checkpoint,
-            connection=connection,
-            integration=integration,
-        )
-        sent.append(await work.send(key=key, value=due.model_dump_json().encode()))
-    return row, sent
+        changes.store(changes.emit(JobRow(changes.partition, state, checkpoint), runs, now))

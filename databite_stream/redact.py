@@ -17,7 +17,7 @@ Invariants:
 * :meth:`Redactor.redact` never mutates its input; it returns new containers and keeps dict
   keys (keys are schema, not data).
 
-Pure core: imports only the standard library.
+Pure core: imports only the standard library and orjson.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
+
+import orjson
 
 __all__ = (
     "MASK",
@@ -79,6 +81,10 @@ def _variants(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
+_CACHE_SIZE = 16_384
+_BY_CONFIGS: dict[bytes, Redactor] = {}
+
+
 class Redactor:
     """Replaces known secrets with MASK in strings and JSON-like structures.
 
@@ -106,7 +112,28 @@ class Redactor:
         connection: Mapping[str, Any] | None = None,
         integration: Mapping[str, Any] | None = None,
     ) -> Redactor:
-        """All strings of the connection config, secret-keyed strings of the integration's."""
+        """All strings of the connection config, secret-keyed strings of the integration's.
+
+        Memoized on the configs' JSON (every run of a connection builds the same redactor;
+        walking the configs and compiling the pattern was ~8 % of a busy executor's CPU).
+        """
+        try:
+            fingerprint = orjson.dumps(
+                [connection or {}, integration or {}], option=orjson.OPT_SORT_KEYS
+            )
+        except TypeError:  # not JSON-like: build it every time
+            return cls._build(connection, integration)
+        cached = _BY_CONFIGS.get(fingerprint)
+        if cached is None:
+            if len(_BY_CONFIGS) >= _CACHE_SIZE:
+                _BY_CONFIGS.pop(next(iter(_BY_CONFIGS)))  # oldest first (insertion order)
+            cached = _BY_CONFIGS[fingerprint] = cls._build(connection, integration)
+        return cached
+
+    @classmethod
+    def _build(
+        cls, connection: Mapping[str, Any] | None, integration: Mapping[str, Any] | None
+    ) -> Redactor:
         secrets = collect_secrets(connection or {})
         secrets |= collect_secrets(integration or {}, only_secret_keys=True)
         return cls(secrets)

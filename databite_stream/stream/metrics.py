@@ -9,7 +9,7 @@ connector ids, sync names, statuses and error kinds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,6 +66,8 @@ class _StateCollector(Collector):
 class Metrics:
     def __init__(self, sa: StreamApp) -> None:
         self.registry = CollectorRegistry()
+        self._runs_by_outcome: dict[tuple[str, str, str, str], Any] = {}
+        self._by_kind: dict[str, tuple[Any, Any]] = {}
         self.runs = Counter(
             "databite_runs",
             "Finished sync runs and action calls",
@@ -102,14 +104,27 @@ class Metrics:
         self.registry.register(_StateCollector(sa))
 
     def observe_result(self, result: ExecutionResult) -> None:
-        self.runs.labels(
+        # labelled children are looked up once per label set (prometheus' labels() call
+        # costs several µs, and a busy worker observes thousands of runs per second)
+        outcome = (
             result.kind,
             result.connector_id,
             "success" if result.success else "failure",
             str(result.error_kind),
-        ).inc()
-        self.duration.labels(result.kind).observe(result.execution_time_ms / 1000)
-        self.retries.labels(result.kind).inc(max(0, result.attempts - 1))
+        )
+        runs = self._runs_by_outcome.get(outcome)
+        if runs is None:
+            runs = self._runs_by_outcome[outcome] = self.runs.labels(*outcome)
+        runs.inc()
+        kind = self._by_kind.get(result.kind)
+        if kind is None:
+            kind = self._by_kind[result.kind] = (
+                self.duration.labels(result.kind),
+                self.retries.labels(result.kind),
+            )
+        kind[0].observe(result.execution_time_ms / 1000)
+        if result.attempts > 1:
+            kind[1].inc(result.attempts - 1)
         if result.scheduled_for_ms is not None:
             self.lateness.observe(max(0, result.started_at_ms - result.scheduled_for_ms) / 1000)
         if result.summary is not None:

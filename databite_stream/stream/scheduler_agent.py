@@ -111,16 +111,19 @@ class Ticker:
             if app.rebalancing:
                 await asyncio.sleep(0.05)
                 continue
-            owned = self.sa.owned_inbox_partitions()
             now, mono = now_ms(), time.monotonic()
+            due = []
             for partition, index in list(self.sa.due.items()):
-                if partition not in owned:
-                    continue
                 nxt = index.peek_next_ms()
                 if nxt is None or nxt > now:
                     continue
                 sent = self.outstanding.get(partition)
-                if sent is not None and mono - sent < TICK_RESEND_S:
+                if sent is None or mono - sent >= TICK_RESEND_S:
+                    due.append(partition)
+            # asked only when something is due: faust builds the set anew on every call
+            owned = self.sa.owned_inbox_partitions() if due else set()
+            for partition in due:
+                if partition not in owned:
                     continue
                 self.outstanding[partition] = mono
                 await inbox.send(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.serializers import codecs
 from faust.types import TP, TableT
 from mode import Service
 
@@ -33,7 +34,7 @@ from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.outbox import Outbox
-from databite_stream.stream.rows import decode_connection_row
+from databite_stream.stream.rows import compact, decode_connection_row
 from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, WORK, TopicSpec
 from databite_stream.wire import JobRemove
 
@@ -44,6 +45,17 @@ log = logging.getLogger(__name__)
 _RAW: faust.Schema[bytes, bytes] = faust.Schema(
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
 )
+
+
+class _CompactJson(codecs.json):
+    """faust's json codec (orjson) with exact-size output: table keys (``key_type=str``)
+    are json-encoded and kept by the memory:// store; see :func:`rows.compact`."""
+
+    def _dumps(self, s: Any) -> bytes:
+        return compact(super()._dumps(s))
+
+
+codecs.register("json", _CompactJson())
 
 
 def load_connector(ref: str) -> AnyConnector:
@@ -188,7 +200,7 @@ class StreamApp:
         the same bytes, or compaction would keep two rows for one key)."""
         encoded = self._changelog_keys.get(key)
         if encoded is None:
-            encoded = self.app.serializers.dumps_key(str, key, serializer="json") or b""
+            encoded = compact(self.app.serializers.dumps_key(str, key, serializer="json") or b"")
             if len(self._changelog_keys) >= 262_144:
                 self._changelog_keys.clear()
             self._changelog_keys[key] = encoded

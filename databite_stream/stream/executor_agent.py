@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from databite_stream.execution import Executor
 from databite_stream.models import Connection, ErrorKind, ExecutionResult, SyncBatch
 from databite_stream.stream.app import StreamApp, now_ms
+from databite_stream.stream.rows import compact
 from databite_stream.topics import (
     ACTION_RESULTS,
     CONNECTIONS,
@@ -240,7 +241,7 @@ class Runner:
         # all acknowledged before the input is acked: a crash can only re-deliver a run whose
         # marker is not in Kafka, and then its result is not either
         outbox.add(self.results, due.connection.id.encode(), result.model_dump_json().encode())
-        self.sa.durable_put(self.sa.runs_done, due.job_id, orjson.dumps(done), partition)
+        self.sa.durable_put(self.sa.runs_done, due.job_id, compact(orjson.dumps(done)), partition)
         self.sa.metrics.observe_result(result)
         await self._report(due, result.success, result, checkpoint_changed=checkpoint_changed)
 

@@ -198,7 +198,7 @@ class Changes:
         self.sa, self.partition = sa, partition
         #: job id -> (new row or None for a delete, durable?); the latest change wins
         self.rows: dict[str, tuple[JobRow | None, bool]] = {}
-        self.due: dict[int, list[bytes]] = {}  # work partition -> encoded DueJobs
+        self.due: dict[int, list[dict[str, Any]]] = {}  # work partition -> DueJobs
 
     def load(self, job: str) -> JobRow | None:
         """The job's row as this event has changed it so far."""
@@ -236,27 +236,25 @@ class Changes:
             return JobRow(row.partition, state, row.checkpoint)
         key = budget_key(sa.registry.get(connector_id), connection["id"], integration.id)
         partition = sa.outbox.partition(sa.work_name, key.encode())
-        integration_json = _integration_json(integration)
+        integration_json = orjson.Fragment(_integration_json(integration))
         queue = self.due.setdefault(partition, [])
         emitted = now_ms()
         for run in runs:
             # built with orjson from rows validated on the way in (pydantic would validate
             # the connection again on every run; the executor validates what it receives)
             queue.append(
-                orjson.dumps(
-                    {
-                        "type": "due_job",
-                        "run_id": run.run_id,
-                        "job_id": run.job_id,
-                        "sync_name": row.state.sync_name,
-                        "scheduled_for_ms": run.scheduled_for_ms,
-                        "emitted_at_ms": emitted,
-                        "reason": run.reason.value,
-                        "checkpoint": row.checkpoint,
-                        "connection": connection,
-                        "integration": orjson.Fragment(integration_json),
-                    }
-                )
+                {
+                    "type": "due_job",
+                    "run_id": run.run_id,
+                    "job_id": run.job_id,
+                    "sync_name": row.state.sync_name,
+                    "scheduled_for_ms": run.scheduled_for_ms,
+                    "emitted_at_ms": emitted,
+                    "reason": run.reason.value,
+                    "checkpoint": row.checkpoint,
+                    "connection": connection,
+                    "integration": integration_json,
+                }
             )
         return row
 
@@ -295,7 +293,7 @@ class Changes:
             sa.outbox.add(
                 sa.work_name,
                 None,
-                b'{"type":"due_jobs","runs":[' + b",".join(items[i : i + DUE_PER_MESSAGE]) + b"]}",
+                orjson.dumps({"type": "due_jobs", "runs": items[i : i + DUE_PER_MESSAGE]}),
                 partition,
             )
             for partition, items in self.due.items()

@@ -43,6 +43,11 @@ def make_worker(
     settings: Settings, registry: ConnectorRegistry | None = None
 ) -> tuple[StreamApp, faust.Worker]:
     ensure_topics(settings)
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # before faust creates its loops (the worker's and its consumer thread's)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     sa = build_app(settings, registry)
     worker = faust.Worker(sa.app, loglevel=settings.log_level, quiet=True)
     return sa, worker

@@ -582,7 +582,8 @@ _TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
 
 
 def _recovery_seconds(log: str) -> float | None:
-    """From faust's "Starting recovery" / "Resuming flow" to our "due index rebuilt" line."""
+    """From the partition assignment (or faust's "Restoring state") to our "due index
+    rebuilt" line."""
     import datetime as dt
 
     start = end = None
@@ -594,8 +595,12 @@ def _recovery_seconds(log: str) -> float | None:
             dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
             + int(m.group(2)) / 1000
         )
+        # the assignment line starts both restore paths (faust's per-record recovery and
+        # the bulk restore, which logs no "Restoring state" when nothing is left for faust)
         if start is None and (
-            "Restoring state from changelog" in line or "Starting recovery" in line
+            "Executing _on_partitions_assigned" in line
+            or "Restoring state from changelog" in line
+            or "Starting recovery" in line
         ):
             start = t
         if "due index rebuilt" in line:

@@ -34,6 +34,7 @@ from databite_stream.stream.deadletters import DeadLetters
 from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.outbox import Outbox
+from databite_stream.stream.restore import BulkRestoreTable
 from databite_stream.stream.rows import compact, decode_connection_row
 from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, WORK, TopicSpec
 from databite_stream.wire import JobRemove
@@ -115,6 +116,8 @@ class StreamApp:
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
             value_serializer="raw",
+            # memory:// tables restore their active partitions in bulk (see .restore)
+            Table=BulkRestoreTable,
         )
         # faust stops *every* stream while more than 100 table writes wait in its producer
         # buffer; a tick that plans thousands of jobs writes thousands of rows at once

@@ -31,6 +31,7 @@ __all__ = (
     "decode_job_row",
     "encode_job_row",
     "job_summary",
+    "job_wake",
 )
 
 
@@ -119,6 +120,18 @@ def decode_job_row(raw: bytes) -> JobRow:
         lost_runs=d["lost_runs"],
     )
     return JobRow(partition=d["p"], state=state, checkpoint=d["checkpoint"])
+
+
+def job_wake(raw: bytes) -> tuple[int, int | None]:
+    """``(partition, wake_at_ms(state))`` of an encoded job row, without building the
+    :class:`JobState` (the due-index rebuild after a recovery reads every row). Must agree
+    with :func:`databite_stream.schedule.wake_at_ms` (the unit tests compare them)."""
+    d: dict[str, Any] = orjson.loads(raw)
+    times = [f[4] for f in d["in_flight"]]
+    nxt = d["next_run_ms"]
+    if not d["paused"] and nxt is not None:
+        times.append(nxt)
+    return d["p"], (min(times) if times else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from databite_stream.stream.rows import (
     decode_connection_row,
     decode_job_row,
     encode_job_row,
+    job_wake,
 )
 from databite_stream.topics import COMMANDS, INBOX
 from databite_stream.wire import (
@@ -154,11 +155,9 @@ def register(sa: StreamApp) -> None:
             if not isinstance(raw, bytes):
                 log.warning("jobs table: key %r holds %s, not bytes", key, type(raw).__name__)
                 continue
-            row = decode_job_row(raw)
-            if row.partition in items:
-                wake = wake_at_ms(row.state)
-                if wake is not None:
-                    items[row.partition].append((str(key), wake))
+            partition, wake = job_wake(raw)  # not decode_job_row: ~3x cheaper per row
+            if wake is not None and partition in items:
+                items[partition].append((str(key), wake))
             if count % 10_000 == 0:
                 await asyncio.sleep(0)  # keep the loop responsive on big tables
         sa.due = {p: DueIndex.from_items(v) for p, v in items.items()}

@@ -27,6 +27,7 @@ __all__ = ("Outbox", "partition_for")
 
 log = logging.getLogger(__name__)
 
+SMALL_GROUP = 16  # fewer records of one partition are sent one by one, not as a batch
 Combine = Callable[[list[bytes]], list[bytes]]
 Pending = dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]
 
@@ -138,14 +139,44 @@ class Outbox:
             pending.setdefault(tp, []).extend((None, value) for value in combine(items))
         return pending, round_
 
+    async def submit(self) -> asyncio.Future[None] | None:
+        """Hand what is queued to the producer now, without waiting for acknowledgements;
+        return that round's future (None when nothing was queued). An auto-acked agent
+        calls this at the end of each event: faust flushes the producer before it commits
+        an offset, so the records are in Kafka before the offset of the event that wrote
+        them can be committed, and no event waits for a round trip."""
+        if not self._count:
+            return None
+        pending, round_ = self._take()
+        acks = await self._hand_over(pending, round_)
+        if acks is not None:
+            task = asyncio.create_task(self._confirm(acks, pending, round_))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        return round_
+
     async def _publish(self, pending: Pending, round_: asyncio.Future[None] | None) -> None:
+        acks = await self._hand_over(pending, round_)
+        if acks is not None:
+            await self._confirm(acks, pending, round_)
+
+    async def _hand_over(
+        self, pending: Pending, round_: asyncio.Future[None] | None
+    ) -> list[asyncio.Future[Any]] | None:
+        """Give the records to the producer; their acknowledgements (None: failed)."""
+        acks: list[asyncio.Future[Any]] = []
         try:
-            acks: list[asyncio.Future[Any]] = []
             # rounds are handed over in order (a later row of one key must land last in a
             # compacted changelog); only the wait for acknowledgements overlaps
             async with self._submit:
                 producer = self._producer()
                 for (topic, part), records in pending.items():
+                    if len(records) < SMALL_GROUP:
+                        # a whole batch would wait for the partition's previous batch to
+                        # drain; a few records join the producer's open batch instead
+                        for key, value in records:
+                            acks.append(await producer.send(topic, value, key=key, partition=part))
+                        continue
                     batch = producer.create_batch()
                     for key, value in records:
                         if batch.append(timestamp=None, key=key, value=value) is None:
@@ -154,17 +185,30 @@ class Outbox:
                             if batch.append(timestamp=None, key=key, value=value) is None:
                                 raise ValueError(f"{topic}: a record larger than a whole batch")
                     acks.append(await producer.send_batch(batch, topic, partition=part))
+        except Exception as exc:
+            self._fail(round_, pending, exc)
+            return None
+        return acks
+
+    async def _confirm(
+        self,
+        acks: list[asyncio.Future[Any]],
+        pending: Pending,
+        round_: asyncio.Future[None] | None,
+    ) -> None:
+        try:
             await asyncio.gather(*acks)
-        except BaseException as exc:
-            if round_ is not None and not round_.done():
-                round_.set_exception(exc)
-                round_.exception()  # retrieved: callers that gave up must not log it again
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("outbox: publishing %d record(s) failed: %r", self._size(pending), exc)
+        except Exception as exc:
+            self._fail(round_, pending, exc)
         else:
             if round_ is not None and not round_.done():
                 round_.set_result(None)
+
+    def _fail(self, round_: asyncio.Future[None] | None, pending: Pending, exc: Exception) -> None:
+        if round_ is not None and not round_.done():
+            round_.set_exception(exc)
+            round_.exception()  # retrieved: callers that gave up must not log it again
+        log.warning("outbox: publishing %d record(s) failed: %r", self._size(pending), exc)
 
     @staticmethod
     def _size(pending: Pending) -> int:

@@ -185,9 +185,9 @@ class Changes:
     Rows changed by a tick (a run emitted: ``next_run`` advanced, run in flight, leases
     expired) are stored locally only: each is re-derived from the durable row after a crash,
     and re-derived runs keep their run ids, which the executor's ``runs-done`` table
-    de-duplicates. Every other change is durable: written through the outbox and
-    acknowledged before the event is done (so before its offset can be committed), and only
-    after the due jobs it records as in flight are in Kafka (the other order can leave a job
+    de-duplicates. Every other change is durable: handed to the producer through the outbox
+    before the event is done (faust flushes the producer before it commits the event's
+    offset), and only after the due jobs it records as in flight are in Kafka (the other order can leave a job
     "in flight" for a run nobody has, after a kill -9).
     """
 
@@ -270,19 +270,19 @@ class Changes:
         if self.due:
             await self._hand_over()
         index = _index(sa, self.partition)
-        rounds: set[asyncio.Future[None]] = set()
         for job, (row, durable) in self.rows.items():
             if row is None:
-                rounds.add(sa.durable_delete(sa.jobs, job, self.partition))
+                sa.durable_delete(sa.jobs, job, self.partition)
                 index.remove(job)
                 continue
             if durable:
-                rounds.add(sa.durable_put(sa.jobs, job, encode_job_row(row), row.partition))
+                sa.durable_put(sa.jobs, job, encode_job_row(row), row.partition)
             else:
                 sa.jobs.data[job] = encode_job_row(row)
             _reindex(index, row)
-        if rounds:
-            await asyncio.gather(*rounds)
+        # in the producer before this event is done: faust flushes the producer before it
+        # commits the event's offset (no round trip per event)
+        await sa.outbox.submit()
 
     async def _hand_over(self) -> None:
         """Send the queued due jobs (one message per work partition and up to
@@ -298,6 +298,7 @@ class Changes:
             for partition, items in self.due.items()
             for i in range(0, len(items), DUE_PER_MESSAGE)
         }
+        await sa.outbox.submit()
         # bounded: while a broker is down a delivery can wait for the producer's request
         # timeout; the scheduler must not stop for that long (the runs stay in flight until
         # their lease expires, and are logged)

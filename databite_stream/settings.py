@@ -52,6 +52,13 @@ class Settings(BaseModel):
     auto_pause_after: int | None = Field(default=None, ge=1)
     max_concurrency: int = Field(default=64, ge=1, description="runs in flight per worker")
     tick_max_interval_s: float = Field(default=1.0, gt=0, le=60)
+    dispatch_ahead_ms: int = Field(
+        default=250,
+        ge=0,
+        le=5000,
+        description="due runs are handed to the executor up to this early; they still start "
+        "at their scheduled time (hides Kafka's latency; 0 hands them over when due)",
+    )
     web_enabled: bool = True
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"

@@ -44,6 +44,7 @@ __all__ = ("register",)
 
 log = logging.getLogger(__name__)
 DONE_KEPT = 16  # run ids remembered per job
+ADMITTED_MIN = 4096  # runs accepted at once (see Runner.admitted), at least
 FINISHED_PER_MESSAGE = 500  # RunFinished items per RunsFinished message (~100 KB)
 
 
@@ -97,13 +98,17 @@ def _runs_finished(items: list[bytes]) -> list[bytes]:
 
 
 class _Slot:
-    """One of the executor's concurrency slots, released once (whichever comes first: the
-    run's third-party work ends, or the handler does)."""
+    """One of the executor's concurrency slots: taken just before the third-party work,
+    released once (when that work ends, or when the handler does)."""
 
     __slots__ = ("held", "slots")
 
     def __init__(self, slots: asyncio.Semaphore) -> None:
-        self.slots, self.held = slots, True
+        self.slots, self.held = slots, False
+
+    async def acquire(self) -> None:
+        await self.slots.acquire()
+        self.held = True
 
     def release(self) -> None:
         if self.held:
@@ -115,6 +120,10 @@ class Runner:
     def __init__(self, sa: StreamApp) -> None:
         self.sa = sa
         self.slots = asyncio.Semaphore(sa.settings.max_concurrency)
+        #: runs accepted but not finished (waiting for their time, a slot or their job's
+        #: lock): bounds what a fast stream can pile up in memory
+        self.admitted = asyncio.Semaphore(max(ADMITTED_MIN, 16 * sa.settings.max_concurrency))
+        self.ahead_ms = sa.settings.dispatch_ahead_ms
         self.tasks: set[asyncio.Task[None]] = set()
         self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.executor = Executor()
@@ -125,7 +134,7 @@ class Runner:
 
     async def accept(self, stream: StreamT[bytes], event: EventT[bytes]) -> None:
         """Decode one work message and start its runs (at most ``max_concurrency`` running
-        at once: this waits for a slot, which holds the stream back)."""
+        at once; this waits while too many are admitted, which holds the stream back)."""
         message = event.message
         if message.value is None:
             await self.sa.deadletters.from_event(event, "empty work message", "invalid")
@@ -141,7 +150,7 @@ class Runner:
         items = work.runs if isinstance(work, DueJobs) else [work]
         acks = _Acks(stream, event, len(items))
         for item in items:
-            await self.slots.acquire()
+            await self.admitted.acquire()
             task = asyncio.create_task(self.handle(item, event, acks))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -151,8 +160,10 @@ class Runner:
         slot = _Slot(self.slots)
         try:
             if isinstance(work, DueJob):
+                await self._until_due(work)
                 await self._run_due(work, event.message.partition, slot)
             else:
+                await slot.acquire()
                 await self._run_action(work)
             handled = True
         except Exception:
@@ -171,7 +182,16 @@ class Runner:
             handled = True
         finally:
             slot.release()
+            self.admitted.release()
             await acks.done(handled)
+
+    async def _until_due(self, due: DueJob) -> None:
+        """The scheduler hands runs over up to ``dispatch_ahead_ms`` early (hiding Kafka's
+        latency); a run still starts at its scheduled time. Capped, so a clock that is off
+        between workers cannot hold a run back for long."""
+        wait_ms = min(due.scheduled_for_ms - now_ms(), 2 * self.ahead_ms)
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
 
     async def _run_due(self, work: DueJob, partition: int, slot: _Slot) -> None:
         # one run of a job at a time; the lock lives while anyone holds or awaits it
@@ -200,6 +220,7 @@ class Runner:
         connector = self.sa.registry.get(due.connection.connector_id)
         outbox = self.sa.outbox
         checkpoint_changed = False
+        await slot.acquire()
 
         async def on_batch(batch: SyncBatch) -> None:
             nonlocal checkpoint_changed

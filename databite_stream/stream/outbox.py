@@ -52,7 +52,7 @@ class Outbox:
         producer: Callable[[], Any],
         partitions: Callable[[str], int],
         *,
-        linger_s: float = 0.002,
+        linger_s: float = 0.010,
         max_records: int = 4096,
     ) -> None:
         self._producer = producer

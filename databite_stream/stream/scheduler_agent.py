@@ -77,6 +77,10 @@ class Ticker:
         self.sa = sa
         self.wakeup = asyncio.Event()
         self.outstanding: dict[int, float] = {}
+        # a partition is ticked once its earliest run is due within half the dispatch-ahead
+        # time, and the tick hands over everything due within all of it: each tick carries
+        # about half of that window's runs, and each run leaves at least that early
+        self.early_ms = sa.settings.dispatch_ahead_ms // 2
 
     def poke(self) -> None:
         self.wakeup.set()
@@ -96,7 +100,7 @@ class Ticker:
                 continue
             nxt = index.peek_next_ms()
             if nxt is not None:
-                wait = min(wait, max(0.0, (nxt - now) / 1000))
+                wait = min(wait, max(0.0, (nxt - self.early_ms - now) / 1000))
         return wait
 
     async def run(self) -> None:
@@ -116,7 +120,7 @@ class Ticker:
             due = []
             for partition, index in list(self.sa.due.items()):
                 nxt = index.peek_next_ms()
-                if nxt is None or nxt > now:
+                if nxt is None or nxt > now + self.early_ms:
                     continue
                 sent = self.outstanding.get(partition)
                 if sent is None or mono - sent >= TICK_RESEND_S:
@@ -187,8 +191,8 @@ class Changes:
     and re-derived runs keep their run ids, which the executor's ``runs-done`` table
     de-duplicates. Every other change is durable: handed to the producer through the outbox
     before the event is done (faust flushes the producer before it commits the event's
-    offset), and only after the due jobs it records as in flight are in Kafka (the other order can leave a job
-    "in flight" for a run nobody has, after a kill -9).
+    offset), and only after the due jobs it records as in flight are in Kafka (the other
+    order can leave a job "in flight" for a run nobody has, after a kill -9).
     """
 
     __slots__ = ("due", "partition", "rows", "sa")
@@ -393,12 +397,15 @@ def _on_tick(sa: StreamApp, changes: Changes, now: int) -> None:
     index = sa.due.get(changes.partition)
     if index is None:
         return
-    for _, job in index.pop_due(now, POP_LIMIT):
+    # planned as of the end of the dispatch-ahead window: runs due by then are handed over
+    # now and start at their time (the executor waits); see Settings.dispatch_ahead_ms
+    horizon = now + sa.settings.dispatch_ahead_ms
+    for _, job in index.pop_due(horizon, POP_LIMIT):
         row = changes.load(job)
         if row is None:
             index.remove(job)  # popped entries keep their slot until removed
             continue
-        state, runs = plan_due(row.state, now, sa.policy)
+        state, runs = plan_due(row.state, horizon, sa.policy)
         new_row = changes.emit(JobRow(changes.partition, state, row.checkpoint), runs, now)
         changes.store(new_row, durable=False)
 

@@ -235,7 +235,7 @@ class StreamApp:
         if key in table.data:
             del table.data[key]
         return self.outbox.add(
-            table.changelog_topic.get_topic_name(), key.encode(), None, partition
+            table.changelog_topic.get_topic_name(), self._changelog_key(key), None, partition
         )
 
     @property

@@ -512,24 +512,33 @@ async def bench_scale(bootstrap: str, p: Profile, store: str, *, recovery: bool)
             )
         )
         if recovery:
-            rows += await _recovery(dep, loaded, label)
+            # a new member waits for the killed one's session timeout before it gets the
+            # partitions; a restart with the same static-membership id does not
+            slot = {"DATABITE_GROUP_INSTANCE_ID": f"{dep.prefix}-slot-1"}
+            rows += await _recovery(dep, loaded, label, "w1", "w2", **slot)
+            rows += await _recovery(
+                dep, loaded, f"{label}, same group.instance.id", "w2", "w3", **slot
+            )
     finally:
         dep.stop_all()
     return rows
 
 
-async def _recovery(dep: Deployment, jobs: int, label: str) -> list[Row]:
+async def _recovery(
+    dep: Deployment, jobs: int, label: str, old: str, new: str, **env: str
+) -> list[Row]:
     # a few tracer jobs that are always due, so "emitting again" is observable
     tracers = 20
-    await ingest(dep, tracers, "1s", start=10_000_000)
+    if old == "w1":
+        await ingest(dep, tracers, "1s", start=10_000_000)
     tap = await tap_results(dep)
     try:
         await asyncio.sleep(3)
-        dep.stop_worker("w1", kill=True)
+        dep.stop_worker(old, kill=True)
         killed = int(time.time() * 1000)
         t0 = time.monotonic()
-        dep.start_worker("w2")  # fresh data dir: everything comes from the changelogs
-        m = await wait_log(dep, "w2", READY, 300)
+        dep.start_worker(new, **env)  # fresh data dir: everything comes from the changelogs
+        m = await wait_log(dep, new, READY, 300)
         rebuilt = time.monotonic() - t0
         recovered = int(m.group(2))
         while not any(r[1] > killed for r in tap.rows):
@@ -537,8 +546,8 @@ async def _recovery(dep: Deployment, jobs: int, label: str) -> list[Row]:
                 raise TimeoutError("no result after restart")
             await asyncio.sleep(0.02)
         emitting = time.monotonic() - t0
-        recovery_s = _recovery_seconds(dep.log("w2"))
-        rss = rss_bytes(dep.workers["w2"].pid)
+        recovery_s = _recovery_seconds(dep.log(new))
+        rss = rss_bytes(dep.workers[new].pid)
     finally:
         await tap.stop()
     rows = [

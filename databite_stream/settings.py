@@ -74,6 +74,13 @@ class Settings(BaseModel):
         default=30.0, ge=6, le=300, description="a silent worker leaves the group after this"
     )
     commit_interval_s: float = Field(default=0.5, gt=0)
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Kafka static membership: a worker restarted with the same id gets its "
+        "partitions back at once, without waiting for the session timeout (one id per "
+        "worker slot; two live workers with one id fence each other)",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the worker's event loop (uvloop: ~15 % less CPU per run)"
     )

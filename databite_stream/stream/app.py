@@ -109,6 +109,7 @@ class StreamApp:
             canonical_url=f"http://{settings.web_host}:{settings.web_port}",
             broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.session_timeout_s,
+            consumer_group_instance_id=settings.group_instance_id,
             broker_heartbeat_interval=settings.session_timeout_s / 10,
             # bigger batches: a due wave sends thousands of small messages at once
             producer_linger=0.005,

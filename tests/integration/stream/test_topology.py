@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -401,3 +401,34 @@ async def test_action_request_returns_its_result_with_the_correlation_id(
     assert not results["corr-2"].success
     assert "text" in (results["corr-2"].error or "")
     assert results["corr-2"].error_kind == "validation"
+
+
+async def test_a_restart_with_the_same_group_instance_id_skips_the_session_timeout(
+    cluster: Cluster,
+) -> None:
+    """Static membership: the killed worker's replacement gets the partitions at once, not
+    after the 30 s session timeout a new member would wait for."""
+    await cluster.create_topics()
+    env = {"DATABITE_SESSION_TIMEOUT_S": "30", "DATABITE_GROUP_INSTANCE_ID": "slot-1"}
+    first = cluster.start_worker("w1", **env)
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("static", "1s"))
+
+    async def runs() -> list[int]:
+        return [r.started_at_ms for r in await _results_for(cluster, "static")]
+
+    await wait_for(lambda: _count_at_least(runs, 2), timeout=60, what="runs before the kill")
+    cluster.stop_worker(first, kill=True)
+    killed = int(time.time() * 1000)
+    cluster.start_worker("w2", **env)
+
+    async def ran_again() -> bool:
+        return any(started > killed for started in await runs())
+
+    await wait_for(ran_again, timeout=60, what="a run after the restart")
+    after = min(started for started in await runs() if started > killed)
+    assert after - killed < 20_000, f"first run {after - killed} ms after the kill"
+
+
+async def _count_at_least(runs: Callable[[], Awaitable[list[int]]], n: int) -> bool:
+    return len(await runs()) >= n

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from databite_stream.execution import Executor
 from databite_stream.models import Connection, ErrorKind, ExecutionResult, SyncBatch
 from databite_stream.stream.app import StreamApp, now_ms
+from databite_stream.stream.outbox import Outbox
 from databite_stream.stream.rows import compact
 from databite_stream.topics import (
     ACTION_RESULTS,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 DONE_KEPT = 16  # run ids remembered per job
 ADMITTED_MIN = 4096  # runs accepted at once (see Runner.admitted), at least
 FINISHED_PER_MESSAGE = 500  # RunFinished items per RunsFinished message (~100 KB)
+COMPLETION_LINGER_S = 0.05  # RunsFinished batching window
 
 
 def register(sa: StreamApp) -> None:
@@ -70,6 +72,7 @@ class _Closer(Service):
 
     async def on_stop(self) -> None:
         await self.runner.sa.outbox.close()
+        await self.runner.completions.close()
         await self.runner.executor.close()
 
 
@@ -129,6 +132,11 @@ class Runner:
         self.executor = Executor()
         self.in_flight = 0
         self.inbox = INBOX.name(sa.settings)
+        # completions linger longer than results: the scheduler handles one inbox event per
+        # partition and round, and small rounds at a steady rate were most of its CPU
+        self.completions = Outbox(
+            sa.outbox.producer, sa.outbox.partitions, linger_s=COMPLETION_LINGER_S
+        )
         self.results = RESULTS.name(sa.settings)
         self.records = RECORDS.name(sa.settings)
 
@@ -290,7 +298,7 @@ class Runner:
             error_kind=result.error_kind if result is not None else ErrorKind.NONE,
             records=summary.records if summary is not None else 0,
         )
-        outbox = self.sa.outbox
+        outbox = self.completions
         partition = outbox.partition(self.inbox, due.connection.id.encode())
         item = finished.model_dump_json().encode()
         await outbox.add_combined(self.inbox, partition, item, _runs_finished)

@@ -55,8 +55,8 @@ class Outbox:
         linger_s: float = 0.010,
         max_records: int = 4096,
     ) -> None:
-        self._producer = producer
-        self._partitions = partitions
+        self.producer = producer
+        self.partitions = partitions
         self.linger_s = linger_s
         self.max_records = max_records
         self._pending: Pending = {}
@@ -69,7 +69,7 @@ class Outbox:
         self._submit = asyncio.Lock()
 
     def partition(self, topic: str, key: bytes) -> int:
-        return partition_for(key, self._partitions(topic))
+        return partition_for(key, self.partitions(topic))
 
     def add(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
@@ -169,7 +169,7 @@ class Outbox:
             # rounds are handed over in order (a later row of one key must land last in a
             # compacted changelog); only the wait for acknowledgements overlaps
             async with self._submit:
-                producer = self._producer()
+                producer = self.producer()
                 for (topic, part), records in pending.items():
                     if len(records) < SMALL_GROUP:
                         # a whole batch would wait for the partition's previous batch to

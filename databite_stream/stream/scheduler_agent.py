@@ -186,18 +186,20 @@ def _index(sa: StreamApp, partition: int) -> DueIndex:
 class Changes:
     """What one inbox event changes, applied together at its end (:meth:`apply`).
 
-    Changed rows are durable: handed to the producer through the outbox before the event is
-    done (faust flushes the producer before it commits the event's offset), and only after
-    the due jobs they record as in flight are in Kafka (the other order can leave a job "in
-    flight" for a run nobody has, after a kill -9). A row a tick popped but did not change
-    is only re-indexed.
+    Rows changed by a tick (a run emitted: ``next_run`` advanced, run in flight, leases
+    expired) are stored locally only: each is re-derived from the durable row after a crash
+    or a rebalance, and re-derived runs keep their run ids, which the executor's
+    ``runs-done`` table de-duplicates. Every other change is durable: handed to the producer
+    through the outbox before the event is done (faust flushes the producer before it
+    commits the event's offset), and only after the due jobs it records as in flight are in
+    Kafka (the other order can leave a job "in flight" for a run nobody has, after a kill).
     """
 
     __slots__ = ("due", "partition", "rows", "sa")
 
     def __init__(self, sa: StreamApp, partition: int) -> None:
         self.sa, self.partition = sa, partition
-        #: job id -> (new row or None for a delete, changed?); the latest change wins
+        #: job id -> (new row or None for a delete, durable?); the latest change wins
         self.rows: dict[str, tuple[JobRow | None, bool]] = {}
         self.due: dict[int, list[dict[str, Any]]] = {}  # work partition -> DueJobs
 
@@ -279,7 +281,9 @@ class Changes:
                 continue
             if durable:
                 sa.durable_put(sa.jobs, job, encode_job_row(row), row.partition)
-            _reindex(index, row)  # (a row that is not durable is unchanged)
+            else:
+                sa.jobs.data[job] = encode_job_row(row)
+            _reindex(index, row)
         # in the producer before this event is done: faust flushes the producer before it
         # commits the event's offset (no round trip per event)
         await sa.outbox.submit()
@@ -403,9 +407,12 @@ def _on_tick(sa: StreamApp, changes: Changes, now: int) -> None:
             continue
         state, runs = plan_due(row.state, horizon, sa.policy)
         new_row = changes.emit(JobRow(changes.partition, state, row.checkpoint), runs, now)
-        # durable (after its due jobs are in Kafka) when the tick changed it: the jobs
-        # changelog is what clients read, and it must show the run in flight
-        changes.store(new_row, durable=new_row.state != row.state)
+        # kept locally: re-derived from the durable row after a crash or a rebalance, with
+        # the same run ids (which the executor de-duplicates). Writing it durably (after its
+        # due jobs are in Kafka) lost grid times in the scale-out fault test, as the same
+        # design did in session 1; the jobs changelog shows a run in flight only after an
+        # event other than a tick wrote the row
+        changes.store(new_row, durable=False)
 
 
 async def _on_upsert(

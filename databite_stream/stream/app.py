@@ -204,7 +204,8 @@ class StreamApp:
         the same bytes, or compaction would keep two rows for one key)."""
         encoded = self._changelog_keys.get(key)
         if encoded is None:
-            encoded = compact(self.app.serializers.dumps_key(str, key, serializer="json") or b"")
+            # exact-size already: the json codec is _CompactJson
+            encoded = self.app.serializers.dumps_key(str, key, serializer="json") or b""
             if len(self._changelog_keys) >= 262_144:
                 self._changelog_keys.clear()
             self._changelog_keys[key] = encoded

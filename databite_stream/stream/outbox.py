@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Any
 
@@ -100,34 +100,27 @@ class Outbox:
             self._round = asyncio.get_running_loop().create_future()
         round_ = self._round
         if self._count >= self.max_records:
-            self._start_flush(0.0)
+            self._track(self._publish(*self._take()))  # full: this round goes now
         elif self._flusher is None:
-            self._start_flush(self.linger_s)
+            self._flusher = asyncio.create_task(self._linger())
         return round_
 
-    def _start_flush(self, delay: float) -> None:
-        if self._flusher is not None and delay > 0:
-            return
-        if delay == 0.0:
-            self._spawn()  # full: this round goes now; the next add starts a new one
-            return
-        self._flusher = asyncio.create_task(self._linger(delay))
-
-    def _spawn(self) -> None:
-        task = asyncio.create_task(self._publish(*self._take()))
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that :meth:`flush` waits for."""
+        task = asyncio.create_task(work)
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _linger(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _linger(self) -> None:
+        await asyncio.sleep(self.linger_s)
         self._flusher = None
         if self._count:
-            self._spawn()
+            self._track(self._publish(*self._take()))
 
     async def flush(self) -> None:
         """Publish what is queued now and wait for every round in flight."""
         if self._count:
-            self._spawn()
+            self._track(self._publish(*self._take()))
         while self._deliveries:
             await asyncio.gather(*list(self._deliveries), return_exceptions=True)
 
@@ -150,9 +143,7 @@ class Outbox:
         pending, round_ = self._take()
         acks = await self._hand_over(pending, round_)
         if acks is not None:
-            task = asyncio.create_task(self._confirm(acks, pending, round_))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+            self._track(self._confirm(acks, pending, round_))
         return round_
 
     async def _publish(self, pending: Pending, round_: asyncio.Future[None] | None) -> None:

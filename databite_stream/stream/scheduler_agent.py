@@ -142,9 +142,9 @@ def register(sa: StreamApp) -> None:
 
     @sa.app.agent(sa.scheduler_source, name="databite.scheduler")
     async def scheduler(stream: StreamT[bytes]) -> None:
+        # no faust table writes here: rows go through the outbox (Changes.apply)
         async for event in stream.events():
             await on_inbox(sa, ticker, event)
-            await sa.drain_table_writes()
 
     @sa.app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def tick_loop() -> None:

@@ -248,7 +248,10 @@ def _admit(
     for run in runs:
         if _known(state, run.run_id):
             continue  # replayed request or schedule time: already emitted or queued
-        if not state.in_flight or policy.overlap is Overlap.ALLOW:
+        # a run handed over ahead of its time (dispatch ahead) has not started: it does not
+        # overlap a run due before it
+        started = any(f.scheduled_for_ms <= run.scheduled_for_ms for f in state.in_flight)
+        if not started or policy.overlap is Overlap.ALLOW:
             state = _launch(state, run, now_ms, policy)
             emitted.append(run)
         elif (backlog and len(state.pending) < max(1, policy.catch_up_max)) or (

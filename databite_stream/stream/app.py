@@ -43,6 +43,10 @@ __all__ = ("StreamApp", "build_app", "now_ms")
 
 log = logging.getLogger(__name__)
 
+#: encoded table keys kept for reuse: the hot keys of a busy worker; not every schedule's
+#: (at 1M schedules an unbounded cache would cost ~80 bytes each)
+CHANGELOG_KEY_CACHE = 16_384
+
 _RAW: faust.Schema[bytes, bytes] = faust.Schema(
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
 )
@@ -206,7 +210,7 @@ class StreamApp:
         if encoded is None:
             # exact-size already: the json codec is _CompactJson
             encoded = self.app.serializers.dumps_key(str, key, serializer="json") or b""
-            if len(self._changelog_keys) >= 262_144:
+            if len(self._changelog_keys) >= CHANGELOG_KEY_CACHE:
                 self._changelog_keys.clear()
             self._changelog_keys[key] = encoded
         return encoded

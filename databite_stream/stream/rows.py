@@ -20,6 +20,7 @@ from databite_stream.schedule import (
     JobState,
     RunReason,
     ScheduleSpec,
+    parse_job_id,
     parse_schedule,
 )
 
@@ -60,78 +61,152 @@ def compact(raw: bytes) -> bytes:
     return bytes(memoryview(raw))
 
 
+#: Format 2 of a job row: a JSON array ``[2, partition, job_id, schedule, anchor_ms,
+#: next_run_ms, *rest]`` where ``rest`` follows :data:`_TAIL` and stops at the last field that
+#: differs from its default. A 1M-schedule worker holds every row in memory (memory://), so the
+#: row is as small as JSON allows: no field names, connection id and sync name derived from the
+#: job id, defaults left out (a never-run "1h" job: ~60 bytes; format 1, an object, ~470).
+#: Format 1 rows (older changelogs) still decode.
+_V2 = 2
+_TAIL: tuple[tuple[str, Any], ...] = (
+    ("paused", False),
+    ("pause_reason", None),
+    ("last_scheduled_ms", None),
+    ("last_run_id", None),
+    ("last_finished_run_id", None),
+    ("last_finished_ms", None),
+    ("last_success", None),
+    ("last_result", None),
+    ("consecutive_failures", 0),
+    ("in_flight", []),
+    ("pending", []),
+    ("skipped_runs", 0),
+    ("lost_runs", 0),
+    ("checkpoint", None),
+)
+_HEAD = 6  # version, partition, job_id, schedule, anchor_ms, next_run_ms
+_DEFAULTS: tuple[Any, ...] = tuple(default for _, default in _TAIL)
+
+
 def encode_job_row(row: JobRow) -> bytes:
     s = row.state
+    tail: list[Any] = [
+        s.paused,
+        s.pause_reason,
+        s.last_scheduled_ms,
+        s.last_run_id,
+        s.last_finished_run_id,
+        s.last_finished_ms,
+        s.last_success,
+        s.last_result,
+        s.consecutive_failures,
+        [
+            [f.run_id, f.scheduled_for_ms, f.reason.value, f.started_ms, f.lease_until_ms]
+            for f in s.in_flight
+        ],
+        [[r.run_id, r.scheduled_for_ms, r.reason.value] for r in s.pending],
+        s.skipped_runs,
+        s.lost_runs,
+        row.checkpoint,
+    ]
+    end = len(tail)
+    while end and tail[end - 1] == _DEFAULTS[end - 1]:
+        end -= 1
     return _dumps(
-        {
-            "p": row.partition,
-            "job_id": s.job_id,
-            "connection_id": s.connection_id,
-            "sync_name": s.sync_name,
-            "schedule": str(s.schedule),
-            "anchor_ms": s.anchor_ms,
-            "next_run_ms": s.next_run_ms,
-            "paused": s.paused,
-            "pause_reason": s.pause_reason,
-            "last_scheduled_ms": s.last_scheduled_ms,
-            "last_run_id": s.last_run_id,
-            "last_finished_run_id": s.last_finished_run_id,
-            "last_finished_ms": s.last_finished_ms,
-            "last_success": s.last_success,
-            "last_result": s.last_result,
-            "consecutive_failures": s.consecutive_failures,
-            "in_flight": [
-                [f.run_id, f.scheduled_for_ms, f.reason.value, f.started_ms, f.lease_until_ms]
-                for f in s.in_flight
-            ],
-            "pending": [[r.run_id, r.scheduled_for_ms, r.reason.value] for r in s.pending],
-            "skipped_runs": s.skipped_runs,
-            "lost_runs": s.lost_runs,
-            "checkpoint": row.checkpoint,
-        }
+        [_V2, row.partition, s.job_id, str(s.schedule), s.anchor_ms, s.next_run_ms, *tail[:end]]
     )
+
+
+def _fields(raw: bytes) -> list[Any]:
+    """The fields of a job row of either format, in format 2's order, defaults filled in."""
+    d = orjson.loads(raw)
+    if isinstance(d, list):
+        if not d or d[0] != _V2:
+            raise ValueError(f"unknown job row format {d[:1]!r}")
+        return d + list(_DEFAULTS[len(d) - _HEAD :])
+    return [  # format 1: an object with every field named
+        1,
+        d["p"],
+        d["job_id"],
+        d["schedule"],
+        d["anchor_ms"],
+        d["next_run_ms"],
+        *(d[name] for name, _ in _TAIL),
+    ]
 
 
 def decode_job_row(raw: bytes) -> JobRow:
-    d: dict[str, Any] = orjson.loads(raw)
-    job = d["job_id"]
+    (
+        _,
+        partition,
+        job,
+        schedule,
+        anchor_ms,
+        next_run_ms,
+        paused,
+        pause_reason,
+        last_scheduled_ms,
+        last_run_id,
+        last_finished_run_id,
+        last_finished_ms,
+        last_success,
+        last_result,
+        consecutive_failures,
+        in_flight,
+        pending,
+        skipped_runs,
+        lost_runs,
+        checkpoint,
+    ) = _fields(raw)
+    connection_id, sync_name = _parse_job_id(job)
     state = JobState(
         job_id=job,
-        connection_id=d["connection_id"],
-        sync_name=d["sync_name"],
-        schedule=_spec(d["schedule"]),
-        anchor_ms=d["anchor_ms"],
-        next_run_ms=d["next_run_ms"],
-        paused=d["paused"],
-        pause_reason=d["pause_reason"],
-        last_scheduled_ms=d["last_scheduled_ms"],
-        last_run_id=d["last_run_id"],
-        last_finished_run_id=d["last_finished_run_id"],
-        last_finished_ms=d["last_finished_ms"],
-        last_success=d["last_success"],
-        last_result=d["last_result"],
-        consecutive_failures=d["consecutive_failures"],
+        connection_id=connection_id,
+        sync_name=sync_name,
+        schedule=_spec(schedule),
+        anchor_ms=anchor_ms,
+        next_run_ms=next_run_ms,
+        paused=paused,
+        pause_reason=pause_reason,
+        last_scheduled_ms=last_scheduled_ms,
+        last_run_id=last_run_id,
+        last_finished_run_id=last_finished_run_id,
+        last_finished_ms=last_finished_ms,
+        last_success=last_success,
+        last_result=last_result,
+        consecutive_failures=consecutive_failures,
         in_flight=tuple(
             InFlight(r, at, RunReason(reason), started, lease)
-            for r, at, reason, started, lease in d["in_flight"]
+            for r, at, reason, started, lease in in_flight
         ),
-        pending=tuple(DueRun(r, job, at, RunReason(reason)) for r, at, reason in d["pending"]),
-        skipped_runs=d["skipped_runs"],
-        lost_runs=d["lost_runs"],
+        pending=tuple(DueRun(r, job, at, RunReason(reason)) for r, at, reason in pending),
+        skipped_runs=skipped_runs,
+        lost_runs=lost_runs,
     )
-    return JobRow(partition=d["p"], state=state, checkpoint=d["checkpoint"])
+    return JobRow(partition=partition, state=state, checkpoint=checkpoint)
+
+
+@lru_cache(maxsize=4096)
+def _parse_job_id(job: str) -> tuple[str, str]:
+    # the hot path decodes the same few thousand jobs over and over
+    return parse_job_id(job)
 
 
 def job_wake(raw: bytes) -> tuple[int, int | None]:
     """``(partition, wake_at_ms(state))`` of an encoded job row, without building the
     :class:`JobState` (the due-index rebuild after a recovery reads every row). Must agree
     with :func:`databite_stream.schedule.wake_at_ms` (the unit tests compare them)."""
-    d: dict[str, Any] = orjson.loads(raw)
-    times = [f[4] for f in d["in_flight"]]
-    nxt = d["next_run_ms"]
-    if not d["paused"] and nxt is not None:
+    d = orjson.loads(raw)
+    if isinstance(d, list):
+        partition, nxt = d[1], d[5]
+        paused = len(d) > _HEAD and d[_HEAD]
+        in_flight = d[_HEAD + 9] if len(d) > _HEAD + 9 else ()
+    else:
+        partition, nxt, paused, in_flight = d["p"], d["next_run_ms"], d["paused"], d["in_flight"]
+    times = [f[4] for f in in_flight]
+    if not paused and nxt is not None:
         times.append(nxt)
-    return d["p"], (min(times) if times else None)
+    return partition, (min(times) if times else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +219,8 @@ class ConnectionRow:
         return _dumps(
             {
                 "p": self.partition,
-                "connection": self.connection.model_dump(mode="json"),
+                # defaults left out: the row is held in memory for every connection
+                "connection": self.connection.model_dump(mode="json", exclude_defaults=True),
                 "jobs": list(self.job_ids),
             }
         )

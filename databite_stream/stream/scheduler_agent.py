@@ -41,7 +41,7 @@ from databite_stream.schedule import (
     resume,
     wake_at_ms,
 )
-from databite_stream.stream.app import StreamApp, now_ms
+from databite_stream.stream.app import StreamApp, freeze_heap, now_ms
 from databite_stream.stream.rows import (
     JobRow,
     decode_connection_row,
@@ -174,6 +174,7 @@ def register(sa: StreamApp) -> None:
             sum(len(v) for v in items.values()),
             time.monotonic() - started,
         )
+        freeze_heap()
 
 
 def _index(sa: StreamApp, partition: int) -> DueIndex:

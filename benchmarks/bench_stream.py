@@ -53,17 +53,20 @@ from benchmarks.common import (
     publish_catalog,
     row,
     rss_bytes,
+    seed_state,
     spread,
     tap_results,
     wait_for_offsets,
     write_report,
 )
 from databite_stream.models import Connection, ExecutionResult, Integration
+from databite_stream.schedule import FirstRun, Policy
 from databite_stream.testing.fixtures import echo_connection, echo_integration
 from databite_stream.topics import CONNECTIONS
 from databite_stream.wire import DueJob
 
 BENCH_ENV = {"DATABITE_FIRST_RUN": "next_grid", "DATABITE_LOG_LEVEL": "info"}
+POLICY = Policy(first_run=FirstRun.GRID)  # the rows a worker with BENCH_ENV writes
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Profile:
     rocksdb_sizes: tuple[int, ...]  # ingest is ~700 conn/s today: 100k costs 2.5 min per store
     stores: tuple[str, ...]
     recovery_jobs: int
+    #: schedules seeded into the changelogs for the 1M section (0: not run)
+    million_jobs: int
+    standby_jobs: int
 
 
 QUICK = Profile(
@@ -96,6 +102,8 @@ QUICK = Profile(
     rocksdb_sizes=(10_000,),
     stores=("memory://", "rocksdb://"),
     recovery_jobs=100_000,
+    million_jobs=0,
+    standby_jobs=100_000,
 )
 FULL = Profile(
     name="full",
@@ -110,6 +118,8 @@ FULL = Profile(
     rocksdb_sizes=(10_000, 100_000),
     stores=("memory://", "rocksdb://"),
     recovery_jobs=100_000,
+    million_jobs=1_000_000,
+    standby_jobs=100_000,
 )
 
 
@@ -636,8 +646,149 @@ def _recovery_seconds(log: str) -> float | None:
     return end - start
 
 
+# -- 1M schedules (seeded) and standby takeover ----------------------------------------------
+async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
+    """A worker recovering ``p.million_jobs`` schedules seeded into the changelogs: recovery
+    speed, RSS per schedule and idle CPU at that size, then kill -9 and a restart."""
+    n = p.million_jobs
+    dep = Deployment(bootstrap, env=dict(BENCH_ENV))
+    await dep.create_topics()
+    tag = f"{n // 1000:,}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    rows: list[Row] = []
+    try:
+        dep.start_worker("w0")  # an empty worker: the RSS baseline
+        await wait_log(dep, "w0", READY, 120)
+        rss0 = await _settled_rss(dep.workers["w0"].pid)
+        dep.stop_worker("w0")
+        secs = await seed_state(dep, n, "1h", policy=POLICY)
+        rows.append(
+            row(
+                "million",
+                f"{tag}: seed the changelogs (engine row encoders, raw aiokafka, no worker)",
+                n / secs,
+                "schedules/s",
+            )
+        )
+        slot = {"DATABITE_GROUP_INSTANCE_ID": f"{dep.prefix}-slot-1"}
+        t0 = time.monotonic()
+        pid = dep.start_worker("w1", **slot)
+        m = await wait_log(dep, "w1", READY, 600)
+        rebuilt = time.monotonic() - t0
+        if int(m.group(2)) != n:
+            raise RuntimeError(f"{int(m.group(2)):,} jobs rebuilt, {n:,} seeded")
+        recovery_s = _recovery_seconds(dep.log("w1"))
+        if recovery_s:
+            rate = n / recovery_s
+            rows.append(
+                row(
+                    "million",
+                    f"{tag}: first worker: schedules recovered per second "
+                    "(assignment -> index rebuilt)",
+                    rate,
+                    "jobs/s",
+                    target=">= 100,000/s",
+                    met=rate >= 100_000,
+                    noise=f"{recovery_s:.2f}s; spawn -> rebuilt {rebuilt:.1f}s",
+                )
+            )
+        if await _changelog_size(dep) != n:
+            raise RuntimeError("the worker re-ingested the seeded connections")
+        rss = await _settled_rss(pid, 10.0)
+        per = (rss - rss0) / n
+        rows.append(row("million", f"{tag}: worker RSS", rss / 2**20, "MiB"))
+        rows.append(
+            row(
+                "million",
+                f"{tag}: RSS per schedule, memory://",
+                per,
+                "bytes",
+                target="<= 512 B",
+                met=per <= 512,
+                noise=f"empty worker {rss0 / 2**20:.0f} MiB",
+            )
+        )
+        idle = [await cpu_percent(pid, 5.0) for _ in range(3)]
+        rows.append(
+            row(
+                "million",
+                f"{tag}: idle worker CPU, nothing due",
+                median(idle),
+                "% core",
+                target="<= 2%",
+                met=median(idle) <= 2,
+                noise=spread(idle),
+            )
+        )
+        rows += await _recovery(dep, n, f"{tag}, same group.instance.id", "w1", "w2", **slot)
+    finally:
+        dep.stop_all()
+    return rows
+
+
+async def bench_standby(bootstrap: str, p: Profile) -> list[Row]:
+    """Two workers with a standby replica of each other's tables; kill -9 one: seconds until
+    every partition emits due jobs again (tracer jobs due every second on each partition)."""
+    from databite_stream.stream.outbox import partition_for
+
+    n = p.standby_jobs
+    timeout_s = 10
+    env = {"DATABITE_STANDBY_REPLICAS": "1", "DATABITE_SESSION_TIMEOUT_S": str(timeout_s)}
+    dep = Deployment(bootstrap, env={**BENCH_ENV, **env})
+    await dep.create_topics()
+    await seed_state(dep, n, "1h", policy=POLICY)
+    tap = await tap_results(dep)
+    try:
+        await start_workers(dep, 2)
+        # 3 tracer connections per partition, found by the partitioner the engine uses
+        per_part: dict[int, list[int]] = {q: [] for q in range(dep.partitions)}
+        i = 20_000_000
+        while any(len(v) < 3 for v in per_part.values()):
+            q = partition_for(f"conn-{i:07d}".encode(), dep.partitions)
+            if len(per_part[q]) < 3:
+                per_part[q].append(i)
+            i += 1
+        ids = sorted(x for v in per_part.values() for x in v)
+        await publish_catalog(dep, [echo_connections(1, "1s", start=x)[0] for x in ids])
+        names = {f"conn-{x:07d}" for x in ids}
+        deadline = time.monotonic() + 120
+        while not names <= tap.last_start.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError("tracers never ran on every partition")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(5)  # standbys catch up with the tracers' rows
+        dep.stop_worker("w2", kill=True)
+        killed = int(time.time() * 1000)
+        first: dict[str, int] = {}
+        deadline = time.monotonic() + 180
+        while len(first) < len(names):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(names) - len(first)} tracers never ran again")
+            for name in names - first.keys():
+                started = tap.last_start[name]
+                if started > killed:
+                    first[name] = started
+            await asyncio.sleep(0.05)
+        takeover = (max(first.values()) - killed) / 1000
+    finally:
+        await tap.stop()
+        dep.stop_all()
+    return [
+        row(
+            "standby",
+            f"{n // 1000:,}k schedules, 2 workers, standby replicas 1: kill -9 one -> every "
+            "partition emitting again",
+            takeover,
+            "s",
+            target="<= 15 s",
+            met=takeover <= 15,
+            noise=f"session timeout {timeout_s}s (DATABITE_SESSION_TIMEOUT_S; default 30); "
+            f"{len(names)} tracer jobs due every second",
+        )
+    ]
+
+
 # -- main ---------------------------------------------------------------------------------------
-SECTIONS = ("ceiling", "throughput", "precision", "scale", "recovery")
+SECTIONS = ("ceiling", "throughput", "precision", "scale", "recovery", "standby", "million")
 
 
 async def run(bootstrap: str, kafka: str, p: Profile, only: set[str]) -> list[Row]:
@@ -681,6 +832,14 @@ async def run(bootstrap: str, kafka: str, p: Profile, only: set[str]) -> list[Ro
                 continue
             rows += r
             print_table(r)
+    if "standby" in only and p.standby_jobs:
+        r = await bench_standby(bootstrap, p)
+        rows += r
+        print_table(r)
+    if "million" in only and p.million_jobs:
+        r = await bench_million(bootstrap, p)
+        rows += r
+        print_table(r)
     notes.append(f"total wall time {time.monotonic() - t_start:.0f}s")
     js, md = write_report(f"bench_stream-{p.name}", rows, facts, notes, **extra)
     print_table(rows)

@@ -32,6 +32,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from databite_stream.admin import create_topics
+from databite_stream.models import Connection
+from databite_stream.schedule import Policy, job_id
 from databite_stream.settings import Settings
 from databite_stream.testing.fixtures import echo_connection, echo_integration
 from databite_stream.topics import CONNECTIONS, INTEGRATIONS, RESULTS, changelog_topic
@@ -280,6 +282,81 @@ def echo_connections(
     return items
 
 
+async def seed_state(
+    dep: Deployment, n: int, schedule: str, *, start: int = 0, policy: Policy | None = None
+) -> float:
+    """Write what a deployment holding ``n`` echo connections leaves in Kafka, without a
+    worker: the connections (input topic, offsets committed for the worker group), the
+    connections table changelog and the jobs table changelog, each record on the partition
+    the engine would use, encoded by the engine's own row functions. Return seconds taken.
+
+    Live ingest runs at ~1,000 connections/s on the reference VM (1M would take 17 min);
+    this takes seconds, so the 1M figures (memory, idle CPU, recovery) are affordable. A
+    worker started afterwards must report ``n`` jobs rebuilt (checked by the caller)."""
+    from databite_stream.catalog import plan_connection
+    from databite_stream.connectors import default_registry
+    from databite_stream.schedule import create_job, parse_schedule
+    from databite_stream.stream.outbox import partition_for
+    from databite_stream.stream.rows import ConnectionRow, JobRow, encode_job_row
+
+    settings = dep.settings
+    (_key0, doc0) = echo_connections(1, schedule, start=start)[0]
+    conn0 = Connection.model_validate_json(doc0)
+    (planned,) = plan_connection(
+        conn0, echo_integration(), default_registry(), default_schedule=settings.default_interval
+    )
+    now = int(time.time() * 1000)
+    spec = parse_schedule(planned.schedule)
+    state0 = create_job(conn0.id, planned.sync_name, spec, now, policy or Policy())
+    conn_row0 = orjson.loads(ConnectionRow(0, conn0, (planned.job_id,)).encode())
+    job_row0 = orjson.loads(encode_job_row(JobRow(0, state0)))
+    doc = orjson.loads(doc0)
+    topics = (dep.topic(CONNECTIONS), dep.changelog("connections"), dep.changelog("jobs"))
+    integ = echo_integration()
+    await produce_many(
+        dep.bootstrap,
+        dep.topic(INTEGRATIONS),
+        [(integ.id.encode(), integ.model_dump_json().encode())],
+    )
+    prod = producer(dep.bootstrap)
+    await prod.start()
+    t0 = time.perf_counter()
+    try:
+        pending = []
+        for i in range(start, start + n):
+            cid = f"conn-{i:07d}"
+            jid = job_id(cid, planned.sync_name)
+            part = partition_for(cid.encode(), dep.partitions)
+            doc["id"] = conn_row0["connection"]["id"] = cid
+            conn_row0["p"], conn_row0["jobs"] = part, [jid]
+            job_row0[1], job_row0[2] = part, jid
+            for topic, key, value in (
+                (topics[0], cid.encode(), orjson.dumps(doc)),
+                (topics[1], orjson.dumps(cid), orjson.dumps(conn_row0)),
+                (topics[2], orjson.dumps(jid), orjson.dumps(job_row0)),
+            ):
+                pending.append(await prod.send(topic, value=value, key=key, partition=part))
+            if len(pending) >= 15_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await prod.stop()
+    # the worker group has consumed the input topic: commit its end offsets
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=dep.bootstrap, group_id=settings.app_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topics[0], p) for p in range(dep.partitions)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.commit({tp: ends[tp] for tp in parts})
+    finally:
+        await consumer.stop()
+    return time.perf_counter() - t0
+
+
 async def publish_catalog(dep: Deployment, connections: Sequence[tuple[bytes, bytes]]) -> float:
     integ = echo_integration()
     await produce_many(
@@ -328,6 +405,8 @@ class ResultTap:
     run_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     failures: int = 0
+    #: connection id -> started_at_ms of its latest result
+    last_start: dict[str, int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _consumer: AIOKafkaConsumer | None = None
 
@@ -359,6 +438,7 @@ class ResultTap:
                     self.run_ids.add(d["run_id"])
                     if not d["success"]:
                         self.failures += 1
+                    self.last_start[d["connection_id"]] = d["started_at_ms"]
                     self.rows.append(
                         (
                             d.get("scheduled_for_ms") or 0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, cast
 
 import faust
@@ -197,9 +198,13 @@ class Runner:
         """The scheduler hands runs over up to ``dispatch_ahead_ms`` early (hiding Kafka's
         latency); a run still starts at its scheduled time. Capped, so a clock that is off
         between workers cannot hold a run back for long."""
-        wait_ms = min(due.scheduled_for_ms - now_ms(), 2 * self.ahead_ms)
-        if wait_ms > 0:
-            await asyncio.sleep(wait_ms / 1000)
+        # a timer may fire a little early (ms rounding): sleep again until the time has come
+        deadline = time.monotonic() + 2 * self.ahead_ms / 1000
+        while (wait_ms := due.scheduled_for_ms - now_ms()) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(wait_ms / 1000, left))
 
     async def _run_due(self, work: DueJob, partition: int, slot: _Slot) -> None:
         # one run of a job at a time; the lock lives while anyone holds or awaits it

@@ -13,7 +13,6 @@ of crashing the stream); tables hold bytes behind :mod:`.rows`; processing is at
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import logging
 import time
@@ -74,20 +73,6 @@ def load_connector(ref: str) -> AnyConnector:
     if not isinstance(connector, Connector):
         raise SettingsError(f"DATABITE_CONNECTORS: {ref!r} is not a Connector")
     return connector
-
-
-def freeze_heap() -> None:
-    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
-
-    A worker's long-lived objects (faust, aiokafka, pydantic, the connectors: ~200k tracked
-    objects) never become garbage, yet every full collection walks all of them. Runs in
-    flight survive young collections and push one full collection every ~2 s at 1,000
-    runs/s: measured 110-160 ms event-loop stalls each, the p99 lateness of a 100k-schedule
-    worker. Called once the state is recovered (after every rebalance: unfreezing first lets
-    a full collection free what became garbage since); later objects are collected as usual."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 def now_ms() -> int:

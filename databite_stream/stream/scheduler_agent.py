@@ -41,7 +41,8 @@ from databite_stream.schedule import (
     resume,
     wake_at_ms,
 )
-from databite_stream.stream.app import StreamApp, freeze_heap, now_ms
+from databite_stream.stream.app import StreamApp, now_ms
+from databite_stream.stream.heap import freeze_heap
 from databite_stream.stream.rows import (
     JobRow,
     decode_connection_row,

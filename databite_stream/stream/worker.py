@@ -15,6 +15,7 @@ from databite_stream.admin import create_topics
 from databite_stream.connectors.registry import ConnectorRegistry
 from databite_stream.settings import Settings
 from databite_stream.stream.app import StreamApp, build_app
+from databite_stream.stream.heap import tune_gc
 
 __all__ = ("WorkerStartError", "ensure_topics", "make_worker")
 
@@ -48,6 +49,7 @@ def make_worker(
 
         # before faust creates its loops (the worker's and its consumer thread's)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    tune_gc()
     sa = build_app(settings, registry)
     worker = faust.Worker(sa.app, loglevel=settings.log_level, quiet=True)
     return sa, worker

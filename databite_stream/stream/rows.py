@@ -197,7 +197,9 @@ def job_wake(raw: bytes) -> tuple[int, int | None]:
     :class:`JobState` (the due-index rebuild after a recovery reads every row). Must agree
     with :func:`databite_stream.schedule.wake_at_ms` (the unit tests compare them)."""
     d = orjson.loads(raw)
-    if isinstance(d, list):
+    if type(d) is list:
+        if len(d) == _HEAD:  # the common row: defaults only (not paused, nothing in flight)
+            return d[1], d[5]
         partition, nxt = d[1], d[5]
         paused = len(d) > _HEAD and d[_HEAD]
         in_flight = d[_HEAD + 9] if len(d) > _HEAD + 9 else ()

@@ -688,7 +688,10 @@ async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
         rebuilt = time.monotonic() - t0
         if int(m.group(2)) != n:
             raise RuntimeError(f"{int(m.group(2)):,} jobs rebuilt, {n:,} seeded")
+        # faust starts the streams once every table is restored (all "bulk-restored" logged)
+        await wait_log(dep, "w1", re.compile(r"\[\^Worker\]: Ready"), 600)
         recovery_s = _recovery_seconds(dep.log("w1"))
+        rss = await _settled_rss(pid, 10.0)
         if recovery_s:
             rate = n / recovery_s
             rows.append(
@@ -705,7 +708,6 @@ async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
             )
         if await _changelog_size(dep) != n:
             raise RuntimeError("the worker re-ingested the seeded connections")
-        rss = await _settled_rss(pid, 10.0)
         per = (rss - rss0) / n
         rows.append(row("million", f"{tag}: worker RSS", rss / 2**20, "MiB"))
         rows.append(

@@ -499,7 +499,7 @@ async def bench_scale(bootstrap: str, p: Profile, store: str, *, recovery: bool)
     await dep.create_topics()
     rows: list[Row] = []
     label = store.removesuffix("://")
-    slot = {"DATABITE_GROUP_INSTANCE_ID": f"{dep.prefix}-slot-1"}
+    slot = _static_member(dep)
     try:
         # the first worker has the static id too unless a new member is measured first
         first_env = slot if recovery and not p.recovery_new_member else {}
@@ -556,6 +556,12 @@ async def bench_scale(bootstrap: str, p: Profile, store: str, *, recovery: bool)
     finally:
         dep.stop_all()
     return rows
+
+
+def _static_member(dep: Deployment) -> dict[str, str]:
+    """Worker env for one static-membership slot: a restart with it gets its partitions back
+    without waiting for the killed worker's session timeout."""
+    return {"DATABITE_GROUP_INSTANCE_ID": f"{dep.prefix}-slot-1"}
 
 
 async def _recovery(
@@ -681,7 +687,7 @@ async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
                 "schedules/s",
             )
         )
-        slot = {"DATABITE_GROUP_INSTANCE_ID": f"{dep.prefix}-slot-1"}
+        slot = _static_member(dep)
         t0 = time.monotonic()
         pid = dep.start_worker("w1", **slot)
         m = await wait_log(dep, "w1", READY, 600)

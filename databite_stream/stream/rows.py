@@ -85,7 +85,11 @@ _TAIL: tuple[tuple[str, Any], ...] = (
     ("checkpoint", None),
 )
 _HEAD = 6  # version, partition, job_id, schedule, anchor_ms, next_run_ms
+_PARTITION, _NEXT_RUN = 1, 5
 _DEFAULTS: tuple[Any, ...] = tuple(default for _, default in _TAIL)
+_PAUSED, _IN_FLIGHT = (
+    _HEAD + [name for name, _ in _TAIL].index(f) for f in ("paused", "in_flight")
+)
 
 
 def encode_job_row(row: JobRow) -> bytes:
@@ -199,10 +203,10 @@ def job_wake(raw: bytes) -> tuple[int, int | None]:
     d = orjson.loads(raw)
     if type(d) is list:
         if len(d) == _HEAD:  # the common row: defaults only (not paused, nothing in flight)
-            return d[1], d[5]
-        partition, nxt = d[1], d[5]
-        paused = len(d) > _HEAD and d[_HEAD]
-        in_flight = d[_HEAD + 9] if len(d) > _HEAD + 9 else ()
+            return d[_PARTITION], d[_NEXT_RUN]
+        partition, nxt = d[_PARTITION], d[_NEXT_RUN]
+        paused = len(d) > _PAUSED and d[_PAUSED]
+        in_flight = d[_IN_FLIGHT] if len(d) > _IN_FLIGHT else ()
     else:
         partition, nxt, paused, in_flight = d["p"], d["next_run_ms"], d["paused"], d["in_flight"]
     times = [f[4] for f in in_flight]

@@ -346,10 +346,10 @@ def on_run_finished(
         last_finished_ms=finished_ms,
         last_success=success,
         last_result=result,
+        # one replace, not two, on the hot path (each costs ~5 µs)
+        consecutive_failures=0 if success else state.consecutive_failures,
     )
-    if success:
-        state = replace(state, consecutive_failures=0)
-    else:
+    if not success:
         state = _record_failures(state, 1, policy)
     return _drain_pending(state, finished_ms, policy)
 

@@ -40,7 +40,7 @@ from databite_stream.topics import (
     WORK,
     record_key,
 )
-from databite_stream.wire import ActionWork, DueJob, DueJobs, RunFinished, work_adapter
+from databite_stream.wire import ActionWork, DueJob, DueJobs, work_adapter
 
 __all__ = ("register",)
 
@@ -99,6 +99,41 @@ def _runs_finished(items: list[bytes]) -> list[bytes]:
         b'{"type":"runs_finished","runs":[' + b",".join(items[i : i + FINISHED_PER_MESSAGE]) + b"]}"
         for i in range(0, len(items), FINISHED_PER_MESSAGE)
     ]
+
+
+def finished_item(
+    due: DueJob,
+    success: bool,
+    result: ExecutionResult | None,
+    *,
+    checkpoint_changed: bool = False,
+    error: str | None = None,
+) -> bytes:
+    """The encoded ``RunFinished`` of a run, built with orjson and without its defaults (a
+    pydantic model per run was ~4 µs of a ~200 µs budget; the scheduler validates it with
+    pydantic on the way in, so the wire contract is still checked)."""
+    summary = result.summary if result is not None else None
+    finished: dict[str, Any] = {
+        "type": "run_finished",
+        "job_id": due.job_id,
+        "connection_id": due.connection.id,
+        "run_id": due.run_id,
+        "success": success,
+        "finished_ms": result.finished_at_ms if result is not None else now_ms(),
+    }
+    if summary is not None:
+        if summary.checkpoint is not None:
+            finished["checkpoint"] = summary.checkpoint
+        if checkpoint_changed:
+            finished["checkpoint_changed"] = True
+        if summary.records:
+            finished["records"] = summary.records
+    message = result.error if result is not None else error
+    if message is not None:
+        finished["error"] = message
+    if result is not None and result.error_kind is not ErrorKind.NONE:
+        finished["error_kind"] = result.error_kind.value
+    return orjson.dumps(finished)
 
 
 class _Slot:
@@ -290,22 +325,11 @@ class Runner:
     ) -> None:
         """Tell the job's scheduler partition the run is over (batched per partition) and
         wait until Kafka has it, with everything queued before it."""
-        summary = result.summary if result is not None else None
-        finished = RunFinished(
-            job_id=due.job_id,
-            connection_id=due.connection.id,
-            run_id=due.run_id,
-            success=success,
-            finished_ms=result.finished_at_ms if result is not None else now_ms(),
-            checkpoint=summary.checkpoint if summary is not None else None,
-            checkpoint_changed=checkpoint_changed and summary is not None,
-            error=result.error if result is not None else error,
-            error_kind=result.error_kind if result is not None else ErrorKind.NONE,
-            records=summary.records if summary is not None else 0,
+        item = finished_item(
+            due, success, result, checkpoint_changed=checkpoint_changed, error=error
         )
         outbox = self.completions
         partition = outbox.partition(self.inbox, due.connection.id.encode())
-        item = finished.model_dump_json().encode()
         await outbox.add_combined(self.inbox, partition, item, _runs_finished)
 
     async def _run_action(self, work: ActionWork) -> None:

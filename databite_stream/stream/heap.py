@@ -10,9 +10,13 @@ and 3-15 % of the CPU of a throughput wave.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ("YOUNG_THRESHOLD", "freeze_heap", "tune_gc")
+__all__ = ("YOUNG_THRESHOLD", "freeze_heap", "release_free_memory", "rss_bytes", "tune_gc")
 
 #: allocations between young collections (CPython's default: 700); most of a run's objects
 #: are gone by then, so fewer survive into the older generations
@@ -33,3 +37,40 @@ def freeze_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    release_free_memory()
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``). A recovery
+    frees what it read (fetch buffers, decoded records) in pieces scattered over the heap;
+    without this the RSS kept them. Python has no API for it (``gc`` frees objects, not
+    pages), hence ctypes. Returns whether anything was released."""
+    if _MALLOC_TRIM is None:
+        return False
+    return bool(_MALLOC_TRIM(0))
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -81,6 +81,14 @@ class Settings(BaseModel):
         "partitions back at once, without waiting for the session timeout (one id per "
         "worker slot; two live workers with one id fence each other)",
     )
+    outbox_linger_ms: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="how long results, done-markers and job rows wait to be sent together "
+        "(Kafka's linger.ms for the hot path: longer makes fewer, bigger batches for the "
+        "broker, and results arrive that much later)",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="the worker's event loop (uvloop: ~15 % less CPU per run)"
     )

@@ -145,7 +145,11 @@ class StreamApp:
         self.due: dict[int, DueIndex] = {}
         self.deadletters = DeadLetters(self)
         #: batched publishing of the per-run records (results, markers, job rows)
-        self.outbox = Outbox(self._kafka_producer, self._partition_count)
+        self.outbox = Outbox(
+            self._kafka_producer,
+            self._partition_count,
+            linger_s=settings.outbox_linger_ms / 1000,
+        )
         self._changelog_keys: dict[str, bytes] = {}
         self.metrics = Metrics(self)
         self.integrations = IntegrationsView(

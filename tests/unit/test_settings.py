@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from databite_stream.settings import Settings, SettingsError
@@ -21,6 +23,15 @@ def test_variables_are_read_and_coerced() -> None:
     assert (s.partitions, s.store, s.broker) == (3, "rocksdb://", "a:1,b:2")
 
 
+def test_outbox_linger_reaches_the_outbox(tmp_path: Path) -> None:
+    from databite_stream.stream.app import StreamApp
+
+    assert Settings.from_env({}).outbox_linger_ms == 10
+    env = {"DATABITE_OUTBOX_LINGER_MS": "25", "DATABITE_DATA_DIR": str(tmp_path)}
+    sa = StreamApp(Settings.from_env(env))
+    assert sa.outbox.linger_s == 0.025
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -29,6 +40,7 @@ def test_variables_are_read_and_coerced() -> None:
         ({"DATABITE_PARTITIONS": "zero"}, "DATABITE_PARTITIONS"),
         ({"DATABITE_BROKER": "localhost"}, "DATABITE_BROKER: Value error, 'localhost' is not"),
         ({"DATABITE_OVERLAP": "sometimes"}, "DATABITE_OVERLAP"),
+        ({"DATABITE_OUTBOX_LINGER_MS": "5000"}, "DATABITE_OUTBOX_LINGER_MS: Input should be less"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:

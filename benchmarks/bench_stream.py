@@ -317,7 +317,7 @@ async def bench_throughput(
     await dep.create_topics()
     n = p.throughput_jobs
     # a wave is over in 1-3 s at the rates seen; the period only has to leave room for that
-    period = 20 if n <= 10_000 else 60
+    period = 12 if n <= 10_000 else 60
     tap = await tap_results(dep)
     try:
         await start_workers(dep, workers)

@@ -327,9 +327,9 @@ async def seed_state(
             cid = f"conn-{i:07d}"
             jid = job_id(cid, planned.sync_name)
             part = partition_for(cid.encode(), dep.partitions)
-            doc["id"] = conn_row0["connection"]["id"] = cid
-            conn_row0["p"], conn_row0["jobs"] = part, [jid]
-            job_row0[1], job_row0[2] = part, jid
+            doc["id"] = cid
+            conn_row0[1], conn_row0[2] = part, cid  # format 2: [2, p, id, ...]
+            job_row0[1] = part  # format 3: [3, p, schedule, ...] (the key is the job id)
             for topic, key, value in (
                 (topics[0], cid.encode(), orjson.dumps(doc)),
                 (topics[1], orjson.dumps(cid), orjson.dumps(conn_row0)),

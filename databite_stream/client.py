@@ -323,9 +323,9 @@ def _decode_integration(key: str, raw: bytes) -> Integration:
     return integration
 
 
-def _decode_job(_key: str, raw: bytes) -> JobState:
+def _decode_job(key: str, raw: bytes) -> JobState:
     try:
-        return decode_job_row(raw).state
+        return decode_job_row(raw, key).state
     except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not a job row: {exc!r}") from exc
 

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 #: encoded table keys kept for reuse: the hot keys of a busy worker; not every schedule's
 #: (at 1M schedules an unbounded cache would cost ~80 bytes each)
 CHANGELOG_KEY_CACHE = 16_384
+#: per table and partition (RocksDB store): memtable size and block cache
+ROCKSDB_WRITE_BUFFER = 1024**2
+ROCKSDB_BLOCK_CACHE = 4 * 1024**2
 
 _RAW: faust.Schema[bytes, bytes] = faust.Schema(
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -172,11 +175,14 @@ class StreamApp:
     def _table(self, name: str) -> TableT[str, bytes]:
         options = None
         if self.settings.store == "rocksdb://":
-            # faust's defaults are a 2 GiB block cache (+500 MiB compressed) *per partition*
+            # faust opens one RocksDB per table and partition (24 with 8 partitions), each
+            # with its own memtables and block cache; its defaults (64 MiB x 3 memtables, a
+            # 2 GiB cache) keep a whole table in memory. Small buffers flush rows to disk.
             options = {
-                "block_cache_size": 16 * 1024**2,
-                "block_cache_compressed_size": 4 * 1024**2,
-                "write_buffer_size": 8 * 1024**2,
+                "block_cache_size": ROCKSDB_BLOCK_CACHE,
+                "block_cache_compressed_size": ROCKSDB_BLOCK_CACHE // 4,
+                "write_buffer_size": ROCKSDB_WRITE_BUFFER,
+                "max_write_buffer_number": 2,
             }
         return self.app.Table(
             name,

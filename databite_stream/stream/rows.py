@@ -20,6 +20,7 @@ from databite_stream.schedule import (
     JobState,
     RunReason,
     ScheduleSpec,
+    job_id,
     parse_job_id,
     parse_schedule,
 )
@@ -28,6 +29,7 @@ __all__ = (
     "ConnectionRow",
     "JobRow",
     "compact",
+    "connection_fields",
     "decode_connection_row",
     "decode_job_row",
     "encode_job_row",
@@ -61,13 +63,14 @@ def compact(raw: bytes) -> bytes:
     return bytes(memoryview(raw))
 
 
-#: Format 2 of a job row: a JSON array ``[2, partition, job_id, schedule, anchor_ms,
-#: next_run_ms, *rest]`` where ``rest`` follows :data:`_TAIL` and stops at the last field that
-#: differs from its default. A 1M-schedule worker holds every row in memory (memory://), so the
-#: row is as small as JSON allows: no field names, connection id and sync name derived from the
-#: job id, defaults left out (a never-run "1h" job: ~60 bytes; format 1, an object, ~470).
-#: Format 1 rows (older changelogs) still decode.
-_V2 = 2
+#: Format 3 of a job row: a JSON array ``[3, partition, schedule, anchor_ms, next_run_ms,
+#: *rest]`` where ``rest`` follows :data:`_TAIL` and stops at the last field that differs from
+#: its default. A 1M-schedule worker holds every row in memory (memory://), so the row is as
+#: small as JSON allows: no field names, no job id (the table key; connection id and sync name
+#: are derived from it), defaults left out (a never-run "1h" job: ~35 bytes; format 1, an
+#: object, ~470). Formats 1 (an object) and 2 (format 3 with the job id after the partition)
+#: still decode.
+_V2, _V3 = 2, 3
 _TAIL: tuple[tuple[str, Any], ...] = (
     ("paused", False),
     ("pause_reason", None),
@@ -84,8 +87,8 @@ _TAIL: tuple[tuple[str, Any], ...] = (
     ("lost_runs", 0),
     ("checkpoint", None),
 )
-_HEAD = 6  # version, partition, job_id, schedule, anchor_ms, next_run_ms
-_PARTITION, _NEXT_RUN = 1, 5
+_HEAD = 5  # version, partition, schedule, anchor_ms, next_run_ms (format 2: job id after p)
+_PARTITION, _NEXT_RUN = 1, 4
 _DEFAULTS: tuple[Any, ...] = tuple(default for _, default in _TAIL)
 _PAUSED, _IN_FLIGHT = (
     _HEAD + [name for name, _ in _TAIL].index(f) for f in ("paused", "in_flight")
@@ -116,18 +119,19 @@ def encode_job_row(row: JobRow) -> bytes:
     end = len(tail)
     while end and tail[end - 1] == _DEFAULTS[end - 1]:
         end -= 1
-    return _dumps(
-        [_V2, row.partition, s.job_id, str(s.schedule), s.anchor_ms, s.next_run_ms, *tail[:end]]
-    )
+    return _dumps([_V3, row.partition, str(s.schedule), s.anchor_ms, s.next_run_ms, *tail[:end]])
 
 
-def _fields(raw: bytes) -> list[Any]:
-    """The fields of a job row of either format, in format 2's order, defaults filled in."""
+def _fields(raw: bytes, job: str) -> list[Any]:
+    """The fields of a job row of any format, in format 3's order after the job id,
+    defaults filled in: ``[version, partition, job_id, schedule, anchor, next, *tail]``."""
     d = orjson.loads(raw)
     if isinstance(d, list):
-        if not d or d[0] != _V2:
-            raise ValueError(f"unknown job row format {d[:1]!r}")
-        return d + list(_DEFAULTS[len(d) - _HEAD :])
+        if d[:1] == [_V3]:
+            return [_V3, d[1], job, *d[2:], *_DEFAULTS[len(d) - _HEAD :]]
+        if d[:1] == [_V2]:  # the job id is in the row
+            return d + list(_DEFAULTS[len(d) - _HEAD - 1 :])
+        raise ValueError(f"unknown job row format {d[:1]!r}")
     return [  # format 1: an object with every field named
         1,
         d["p"],
@@ -139,7 +143,9 @@ def _fields(raw: bytes) -> list[Any]:
     ]
 
 
-def decode_job_row(raw: bytes) -> JobRow:
+def decode_job_row(raw: bytes, key: str) -> JobRow:
+    """The row stored under the table key ``key``, the job id (format 3 rows do not repeat
+    it)."""
     (
         _,
         partition,
@@ -161,7 +167,7 @@ def decode_job_row(raw: bytes) -> JobRow:
         skipped_runs,
         lost_runs,
         checkpoint,
-    ) = _fields(raw)
+    ) = _fields(raw, key)
     connection_id, sync_name = _parse_job_id(job)
     state = JobState(
         job_id=job,
@@ -202,17 +208,27 @@ def job_wake(raw: bytes) -> tuple[int, int | None]:
     with :func:`databite_stream.schedule.wake_at_ms` (the unit tests compare them)."""
     d = orjson.loads(raw)
     if type(d) is list:
-        if len(d) == _HEAD:  # the common row: defaults only (not paused, nothing in flight)
+        if len(d) == _HEAD and d[0] == _V3:  # the common row: defaults only
             return d[_PARTITION], d[_NEXT_RUN]
-        partition, nxt = d[_PARTITION], d[_NEXT_RUN]
-        paused = len(d) > _PAUSED and d[_PAUSED]
-        in_flight = d[_IN_FLIGHT] if len(d) > _IN_FLIGHT else ()
+        shift = 1 if d[0] == _V2 else 0  # format 2 holds the job id after the partition
+        partition, nxt = d[_PARTITION], d[_NEXT_RUN + shift]
+        paused = len(d) > _PAUSED + shift and d[_PAUSED + shift]
+        in_flight = d[_IN_FLIGHT + shift] if len(d) > _IN_FLIGHT + shift else ()
     else:
         partition, nxt, paused, in_flight = d["p"], d["next_run_ms"], d["paused"], d["in_flight"]
     times = [f[4] for f in in_flight]
     if not paused and nxt is not None:
         times.append(nxt)
     return partition, (min(times) if times else None)
+
+
+#: Format 2 of a connection row: a JSON array ``[2, partition, id, integration_id,
+#: connector_id, config, sync_names, rest]`` where ``rest`` holds the connection's other fields
+#: that differ from their defaults. Every connection's row is held in memory (memory://): an
+#: echo connection's row is ~125 bytes, format 1 (``{"p", "connection", "jobs"}`` with field
+#: names and whole job ids) ~215. Format 1 rows (older changelogs) still decode.
+_CONNECTION_V2, _V3 = 2, 3
+_CONNECTION_HEAD = ("id", "integration_id", "connector_id", "config")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,23 +238,39 @@ class ConnectionRow:
     job_ids: tuple[str, ...]
 
     def encode(self) -> bytes:
-        return _dumps(
-            {
-                "p": self.partition,
-                # defaults left out: the row is held in memory for every connection
-                "connection": self.connection.model_dump(mode="json", exclude_defaults=True),
-                "jobs": list(self.job_ids),
-            }
-        )
+        # defaults left out
+        fields = self.connection.model_dump(mode="json", exclude_defaults=True)
+        head = [fields.pop(name, None) for name in _CONNECTION_HEAD]
+        syncs = [_parse_job_id(job)[1] for job in self.job_ids]
+        return _dumps([_CONNECTION_V2, self.partition, *head, syncs, fields])
+
+
+def connection_fields(raw: bytes) -> dict[str, Any]:
+    """The connection of a row as a JSON object (what ``model_dump(mode="json",
+    exclude_defaults=True)`` gave), without validating it: the scheduler embeds it in every
+    due job it emits (the executor validates what it receives)."""
+    return _connection_fields(orjson.loads(raw))
+
+
+def _connection_fields(d: Any) -> dict[str, Any]:
+    if type(d) is not list:
+        connection: dict[str, Any] = d["connection"]  # format 1
+        return connection
+    if not d or d[0] != _CONNECTION_V2:
+        raise ValueError(f"unknown connection row format {d[:1]!r}")
+    fields: dict[str, Any] = dict(d[7])
+    for name, value in zip(_CONNECTION_HEAD, d[2:6], strict=True):
+        if value is not None:  # null: the field had its default (no head field is nullable)
+            fields[name] = value
+    return fields
 
 
 def decode_connection_row(raw: bytes) -> ConnectionRow:
-    d: dict[str, Any] = orjson.loads(raw)
-    return ConnectionRow(
-        partition=d["p"],
-        connection=Connection.model_validate(d["connection"]),
-        job_ids=tuple(d["jobs"]),
-    )
+    d = orjson.loads(raw)
+    connection = Connection.model_validate(_connection_fields(d))
+    if type(d) is not list:  # format 1
+        return ConnectionRow(d["p"], connection, tuple(d["jobs"]))
+    return ConnectionRow(d[1], connection, tuple(job_id(connection.id, sync) for sync in d[6]))
 
 
 def job_summary(row: JobRow, now_ms: int) -> dict[str, Any]:

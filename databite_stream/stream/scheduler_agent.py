@@ -45,6 +45,7 @@ from databite_stream.stream.app import StreamApp, now_ms
 from databite_stream.stream.heap import freeze_heap
 from databite_stream.stream.rows import (
     JobRow,
+    connection_fields,
     decode_connection_row,
     decode_job_row,
     encode_job_row,
@@ -210,7 +211,7 @@ class Changes:
         if job in self.rows:
             return self.rows[job][0]
         raw = self.sa.jobs.get(job)
-        return decode_job_row(raw) if raw is not None else None
+        return decode_job_row(raw, job) if raw is not None else None
 
     def emit(self, row: JobRow, runs: list[DueRun], now: int) -> JobRow:
         """Queue the due runs for the executor (keyed by the rate-limit key); return the row
@@ -219,7 +220,7 @@ class Changes:
             return row
         sa = self.sa
         raw = sa.connections.get(row.state.connection_id)
-        connection: dict[str, Any] | None = orjson.loads(raw)["connection"] if raw else None
+        connection: dict[str, Any] | None = connection_fields(raw) if raw else None
         integration = sa.integrations.get(connection["integration_id"]) if connection else None
         connector_id = connection["connector_id"] if connection else ""
         missing = (

@@ -63,15 +63,15 @@ def register(sa: StreamApp) -> None:
         owned = sa.owned_inbox_partitions()
         now = _now()
         jobs = []
-        for _key, raw in list(sa.jobs.items()):
-            row = decode_job_row(raw)
+        for key, raw in list(sa.jobs.items()):
+            row = decode_job_row(raw, key)
             if row.partition in owned:
                 jobs.append(job_summary(row, now))
         return sorted(jobs, key=lambda j: j["job_id"])
 
     def local_job(job: str) -> dict[str, Any] | None:
         raw = sa.jobs.get(job)
-        return job_summary(decode_job_row(raw), _now()) if raw is not None else None
+        return job_summary(decode_job_row(raw, job), _now()) if raw is not None else None
 
     async def routed(view: View, request: Request, connection_id: str) -> Response | None:
         """The owner's answer, or None when this worker owns the connection."""

@@ -8,6 +8,7 @@ import dataclasses
 import orjson
 import pytest
 
+from databite_stream.models import Connection
 from databite_stream.schedule import (
     DueRun,
     InFlight,
@@ -15,12 +16,14 @@ from databite_stream.schedule import (
     Policy,
     RunReason,
     create_job,
+    job_id,
     parse_schedule,
     wake_at_ms,
 )
 from databite_stream.stream.rows import (
     ConnectionRow,
     JobRow,
+    connection_fields,
     decode_connection_row,
     decode_job_row,
     encode_job_row,
@@ -78,14 +81,22 @@ def _busy_state() -> JobState:
 )
 def test_job_row_round_trips(row: JobRow) -> None:
     raw = encode_job_row(row)
-    assert decode_job_row(raw) == row
+    assert decode_job_row(raw, row.state.job_id) == row
     assert job_wake(raw) == (row.partition, wake_at_ms(row.state))
+    # format 2 (session 3's changelogs): the same array with the job id after the partition
+    fields = orjson.loads(raw)
+    assert fields[0] == 3
+    format_2 = orjson.dumps([2, fields[1], row.state.job_id, *fields[2:]])
+    assert decode_job_row(format_2, row.state.job_id) == row
+    assert job_wake(format_2) == (row.partition, wake_at_ms(row.state))
 
 
 def test_never_run_job_row_is_small() -> None:
     # every schedule's row is held in memory: defaults and field names are left out
     row = JobRow(3, create_job("conn-0000001", "records", parse_schedule("1h"), NOW, Policy()))
-    assert len(encode_job_row(row)) < 80
+    raw = encode_job_row(row)
+    assert len(raw) < 50
+    assert b"conn-0000001" not in raw  # the job id is the table key
 
 
 def test_format_1_job_rows_still_decode() -> None:
@@ -118,13 +129,13 @@ def test_format_1_job_rows_still_decode() -> None:
         "checkpoint": {"cursor": 1},
     }
     raw = orjson.dumps(legacy)
-    assert decode_job_row(raw) == JobRow(4, state, checkpoint={"cursor": 1})
+    assert decode_job_row(raw, state.job_id) == JobRow(4, state, checkpoint={"cursor": 1})
     assert job_wake(raw) == (4, wake_at_ms(state))
 
 
 def test_unknown_job_row_format_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown job row format"):
-        decode_job_row(b'[9,1,"c/s","1h",0,0]')
+        decode_job_row(b'[9,1,"1h",0,0]', "c/s")
 
 
 def test_connection_row_leaves_defaults_out_and_round_trips() -> None:
@@ -133,3 +144,63 @@ def test_connection_row_leaves_defaults_out_and_round_trips() -> None:
     assert b"metadata" not in raw
     assert b"timezone" not in raw
     assert decode_connection_row(raw) == ConnectionRow(2, connection, ("conn-1/records",))
+
+
+FULL_CONNECTION = Connection(
+    id="acme/eu",  # the job-id separator inside an id is escaped in job ids
+    external_id="ext-1",
+    integration_id="int-rest",
+    connector_id="rest",
+    config={"token": "t", "nested": {"a": [1, 2]}},
+    sync_interval=900,
+    active_syncs=("users", "items"),
+    schedules={"items": "5m"},
+    timezone="Europe/Paris",
+    metadata={"tier": "gold"},
+)
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        pytest.param(FULL_CONNECTION, id="every field set"),
+        pytest.param(Connection(id="c", integration_id="i", connector_id="k"), id="defaults"),
+    ],
+)
+def test_connection_row_format_2_round_trips(connection: Connection) -> None:
+    jobs = (job_id(connection.id, "items"), job_id(connection.id, "users"))
+    raw = ConnectionRow(partition=5, connection=connection, job_ids=jobs).encode()
+    assert orjson.loads(raw)[:3] == [2, 5, connection.id]
+    assert decode_connection_row(raw) == ConnectionRow(5, connection, jobs)
+    assert connection_fields(raw) == connection.model_dump(mode="json", exclude_defaults=True)
+
+
+def test_connection_row_format_1_still_decodes() -> None:
+    jobs = (job_id(FULL_CONNECTION.id, "items"),)
+    legacy = orjson.dumps(
+        {
+            "p": 3,
+            "connection": FULL_CONNECTION.model_dump(mode="json", exclude_defaults=True),
+            "jobs": list(jobs),
+        }
+    )
+    assert decode_connection_row(legacy) == ConnectionRow(3, FULL_CONNECTION, jobs)
+    assert connection_fields(legacy)["config"] == FULL_CONNECTION.config
+
+
+def test_connection_row_format_2_is_smaller_than_format_1() -> None:
+    connection = echo_connection(id="conn-0000001", record_count=0)
+    raw = ConnectionRow(3, connection, ("conn-0000001/records",)).encode()
+    legacy = orjson.dumps(
+        {
+            "p": 3,
+            "connection": connection.model_dump(mode="json", exclude_defaults=True),
+            "jobs": ["conn-0000001/records"],
+        }
+    )
+    assert len(raw) < len(legacy) - 60
+
+
+def test_unknown_connection_row_format_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown connection row format"):
+        decode_connection_row(b'[7,1,"c","i","k",null,[],{}]')

@@ -40,45 +40,38 @@ def _result(**changes: object) -> ExecutionResult:
     return ExecutionResult.model_validate(fields)
 
 
+def _finished(**changes: object) -> RunFinished:
+    fields: dict[str, object] = {
+        "job_id": DUE.job_id,
+        "connection_id": "conn-1",
+        "run_id": DUE.run_id,
+        "success": True,
+        "finished_ms": 1003,
+    }
+    fields.update(changes)
+    return RunFinished.model_validate(fields)
+
+
 @pytest.mark.parametrize(
     ("result", "kwargs", "expected"),
     [
         pytest.param(
             _result(),
             {"checkpoint_changed": True},
-            RunFinished(
-                job_id=DUE.job_id,
-                connection_id="conn-1",
-                run_id=DUE.run_id,
-                success=True,
-                finished_ms=1003,
-                checkpoint={"cursor": "c3"},
-                checkpoint_changed=True,
-                records=3,
-            ),
+            _finished(checkpoint={"cursor": "c3"}, checkpoint_changed=True, records=3),
             id="success with records and a new checkpoint",
         ),
         pytest.param(
             _result(summary=SyncSummary()),
             {},
-            RunFinished(
-                job_id=DUE.job_id,
-                connection_id="conn-1",
-                run_id=DUE.run_id,
-                success=True,
-                finished_ms=1003,
-            ),
+            _finished(),
             id="no-op success: defaults only",
         ),
         pytest.param(
             _result(success=False, error="HTTP 500 from the API", error_kind=ErrorKind.HTTP_5XX),
             {"checkpoint_changed": False},
-            RunFinished(
-                job_id=DUE.job_id,
-                connection_id="conn-1",
-                run_id=DUE.run_id,
+            _finished(
                 success=False,
-                finished_ms=1003,
                 checkpoint={"cursor": "c3"},
                 error="HTTP 500 from the API",
                 error_kind=ErrorKind.HTTP_5XX,

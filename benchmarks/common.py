@@ -283,7 +283,13 @@ def echo_connections(
 
 
 async def seed_state(
-    dep: Deployment, n: int, schedule: str, *, start: int = 0, policy: Policy | None = None
+    dep: Deployment,
+    n: int,
+    schedule: str,
+    *,
+    start: int = 0,
+    policy: Policy | None = None,
+    spread: bool = False,
 ) -> float:
     """Write what a deployment holding ``n`` echo connections leaves in Kafka, without a
     worker: the connections (input topic, offsets committed for the worker group), the
@@ -292,7 +298,10 @@ async def seed_state(
 
     Live ingest runs at ~1,000 connections/s on the reference VM (1M would take 17 min);
     this takes seconds, so the 1M figures (memory, idle CPU, recovery) are affordable. A
-    worker started afterwards must report ``n`` jobs rebuilt (checked by the caller)."""
+    worker started afterwards must report ``n`` jobs rebuilt (checked by the caller).
+
+    Every job gets the first job's row (one due time for all) unless ``spread``: then each
+    job's first run is computed for it (a schedule with jitter spreads them; ~10 µs a job)."""
     from databite_stream.catalog import plan_connection
     from databite_stream.connectors import default_registry
     from databite_stream.schedule import create_job, parse_schedule
@@ -307,7 +316,8 @@ async def seed_state(
     )
     now = int(time.time() * 1000)
     spec = parse_schedule(planned.schedule)
-    state0 = create_job(conn0.id, planned.sync_name, spec, now, policy or Policy())
+    pol = policy or Policy()
+    state0 = create_job(conn0.id, planned.sync_name, spec, now, pol)
     conn_row0 = orjson.loads(ConnectionRow(0, conn0, (planned.job_id,)).encode())
     job_row0 = orjson.loads(encode_job_row(JobRow(0, state0)))
     doc = orjson.loads(doc0)
@@ -329,7 +339,9 @@ async def seed_state(
             part = partition_for(cid.encode(), dep.partitions)
             doc["id"] = cid
             conn_row0[1], conn_row0[2] = part, cid  # format 2: [2, p, id, ...]
-            job_row0[1] = part  # format 3: [3, p, schedule, ...] (the key is the job id)
+            job_row0[1] = part  # format 3: [3, p, schedule, anchor, next, ...] (key: job id)
+            if spread:
+                job_row0[4] = create_job(cid, planned.sync_name, spec, now, pol).next_run_ms
             for topic, key, value in (
                 (topics[0], cid.encode(), orjson.dumps(doc)),
                 (topics[1], orjson.dumps(cid), orjson.dumps(conn_row0)),

@@ -889,27 +889,24 @@ async def run(bootstrap: str, kafka: str, p: Profile, only: set[str]) -> list[Ro
         for w in p.throughput_workers:
             rows += await bench_throughput(bootstrap, p, w, relay)
             print_table(rows[-3:])
-    if "precision" in only:
-        for n, every in p.precision_runs:
-            r, data = await bench_precision(bootstrap, p, n, every)
-            rows += r
-            print_table(r)
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            png = RESULTS_DIR / f"lateness-{p.name}-{n}-jobs-{stamp}.png"
-            notes.append(
-                plot_lateness(data["precision_samples"], data["window"], png, data["target_ms"])
-            )
-    if "precision-heavy" in only and p.precision_heavy:
-        n, every, workers = p.precision_heavy
-        r, data = await bench_precision(bootstrap, p, n, every, workers=workers, seeded=True)
-        rows += r
+
+    def precision(r: list[Row], data: dict[str, Any], name: str) -> None:
+        rows.extend(r)
         print_table(r)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        png = RESULTS_DIR / f"lateness-{p.name}-{n}-jobs-{workers}-workers-{stamp}.png"
+        png = RESULTS_DIR / f"lateness-{p.name}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.png"
         notes.append(
             plot_lateness(data["precision_samples"], data["window"], png, data["target_ms"])
+        )
+
+    if "precision" in only:
+        for n, every in p.precision_runs:
+            precision(*await bench_precision(bootstrap, p, n, every), f"{n}-jobs")
+    if "precision-heavy" in only and p.precision_heavy:
+        n, every, workers = p.precision_heavy
+        precision(
+            *await bench_precision(bootstrap, p, n, every, workers=workers, seeded=True),
+            f"{n}-jobs-{workers}-workers",
         )
     if "scale" in only or "recovery" in only:
         for store in p.stores:

@@ -52,7 +52,6 @@ from benchmarks.common import (
     producer,
     publish_catalog,
     row,
-    rss_bytes,
     seed_state,
     spread,
     tap_results,
@@ -61,6 +60,7 @@ from benchmarks.common import (
 )
 from databite_stream.models import Connection, ExecutionResult, Integration
 from databite_stream.schedule import FirstRun, Policy
+from databite_stream.stream.heap import rss_bytes
 from databite_stream.testing.fixtures import echo_connection, echo_integration
 from databite_stream.topics import CONNECTIONS
 from databite_stream.wire import DueJob

@@ -214,14 +214,6 @@ def _kill_if_alive(proc: subprocess.Popen[bytes]) -> None:
 
 
 # -- process facts (from /proc: no extra dependency) ----------------------------------------
-def rss_bytes(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def cpu_seconds(pid: int) -> float:
     """user+system CPU seconds of ``pid`` (and its reaped children: none here)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

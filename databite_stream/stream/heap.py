@@ -64,10 +64,11 @@ def release_free_memory() -> bool:
     return bool(_MALLOC_TRIM(0))
 
 
-def rss_bytes() -> int:
-    """This process's resident set size (Linux ``/proc``; 0 elsewhere)."""
+def rss_bytes(pid: int | None = None) -> int:
+    """The resident set size of ``pid`` (default: this process), from Linux ``/proc``; 0
+    elsewhere or when the process is gone."""
     try:
-        status = Path("/proc/self/status").read_text()
+        status = Path(f"/proc/{'self' if pid is None else pid}/status").read_text()
     except OSError:
         return 0
     for line in status.splitlines():

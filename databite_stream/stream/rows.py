@@ -227,7 +227,7 @@ def job_wake(raw: bytes) -> tuple[int, int | None]:
 #: that differ from their defaults. Every connection's row is held in memory (memory://): an
 #: echo connection's row is ~125 bytes, format 1 (``{"p", "connection", "jobs"}`` with field
 #: names and whole job ids) ~215. Format 1 rows (older changelogs) still decode.
-_CONNECTION_V2, _V3 = 2, 3
+_CONNECTION_V2 = 2
 _CONNECTION_HEAD = ("id", "integration_id", "connector_id", "config")
 
 

@@ -36,6 +36,7 @@ from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.outbox import Outbox
 from databite_stream.stream.restore import BulkRestoreTable
 from databite_stream.stream.rows import compact, decode_connection_row
+from databite_stream.stream.transport import Transport
 from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, WORK, TopicSpec
 from databite_stream.wire import JobRemove
 
@@ -126,6 +127,11 @@ class StreamApp:
             value_serializer="raw",
             # memory:// tables restore their active partitions in bulk (see .restore)
             Table=BulkRestoreTable,
+        )
+        # faust's consumer with our fetch wait (see .transport); set before anything asks
+        # the app for its transport
+        self.app.transport = Transport(
+            self.app.conf.broker_consumer, self.app, fetch_max_wait_ms=settings.fetch_max_wait_ms
         )
         # faust stops *every* stream while more than 100 table writes wait in its producer
         # buffer; a tick that plans thousands of jobs writes thousands of rows at once

@@ -41,6 +41,7 @@ def test_outbox_linger_reaches_the_outbox(tmp_path: Path) -> None:
         ({"DATABITE_BROKER": "localhost"}, "DATABITE_BROKER: Value error, 'localhost' is not"),
         ({"DATABITE_OVERLAP": "sometimes"}, "DATABITE_OVERLAP"),
         ({"DATABITE_OUTBOX_LINGER_MS": "5000"}, "DATABITE_OUTBOX_LINGER_MS: Input should be less"),
+        ({"DATABITE_FETCH_MAX_WAIT_MS": "0"}, "DATABITE_FETCH_MAX_WAIT_MS: Input should be"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:

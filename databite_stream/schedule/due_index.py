@@ -23,17 +23,30 @@ Invariants:
 
 Costs: ``upsert``/``remove`` O(log n) amortised, ``pop_due`` O(k log n) for k popped entries,
 ``peek_next_ms`` O(1) when the top is live (an idle tick).
+
+Far tier (optional, ``horizon_ms``): a job due at or after ``near_until`` (about ``horizon_ms``
+ahead of the last :meth:`advance`) costs ~106 bytes in the heap (its int key, its dict entry,
+three list slots) but only one list slot in a *far bucket* (``BUCKET_MS`` wide) holding its id.
+A worker with 1M hourly schedules keeps almost all of them there. Far entries are not
+maintained: a later upsert or remove leaves them behind, and :meth:`advance` checks each one
+against the caller's truth (``wake_of(job_id)``: the job's wake time in the table now) when its
+bucket comes within the horizon, indexing only those whose time falls in or before the bucket.
+So ``get``/``in`` answer for near jobs only and ``len`` counts far entries (superseded ones
+included) until their bucket comes up. ``pin=True`` keeps a job near whatever its time (a run
+in flight, whose wake time is its lease expiry: it would leave a stale far entry per run).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ("COMPACT_RATIO", "DueIndex")
+__all__ = ("BUCKET_MS", "COMPACT_RATIO", "DueIndex")
 
 COMPACT_RATIO: Final = 2
+BUCKET_MS: Final = 10_000  # width of a far bucket
+_ADVANCE_LIMIT: Final = 20_000  # far entries checked per advance (bounds one call's work)
 _COMPACT_MIN: Final = 1024  # don't bother compacting tiny heaps
 _SLOT_BITS: Final = 32
 _SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
@@ -42,22 +55,47 @@ _SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
 class DueIndex:
     """Min-heap of due times for one partition; not thread-safe (one agent owns it)."""
 
-    __slots__ = ("_free", "_heap", "_ids", "_key_of", "_keys", "_live")
+    __slots__ = (
+        "_far",
+        "_far_count",
+        "_far_order",
+        "_free",
+        "_heap",
+        "_horizon_ms",
+        "_ids",
+        "_key_of",
+        "_keys",
+        "_live",
+        "_near_until",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, horizon_ms: int | None = None, now_ms: int = 0) -> None:
         self._heap: list[int] = []
         self._key_of: dict[str, int] = {}
         self._keys: list[int | None] = []
         self._ids: list[str | None] = []
         self._free: list[int] = []
         self._live = 0
+        self._horizon_ms = horizon_ms
+        #: jobs due before this are near (in the heap); the far tier holds the others
+        self._near_until = now_ms + horizon_ms if horizon_ms is not None else None
+        self._far: dict[int, list[str]] = {}  # bucket -> job ids (some superseded)
+        self._far_order: list[int] = []  # heap of the buckets in _far
+        self._far_count = 0
 
     @classmethod
-    def from_items(cls, items: Iterable[tuple[str, int]]) -> DueIndex:
+    def from_items(
+        cls, items: Iterable[tuple[str, int]], *, horizon_ms: int | None = None, now_ms: int = 0
+    ) -> DueIndex:
         """Build from ``(job_id, next_run_ms)`` pairs in O(n) (e.g. in ``on_recover``);
-        a job id given twice keeps its last time."""
-        index = cls()
+        a job id given twice keeps its last time. With ``horizon_ms``, jobs due
+        ``horizon_ms`` or more after ``now_ms`` go to the far tier."""
+        index = cls(horizon_ms, now_ms)
+        near_until = index._near_until
         for job, t in items:
+            if near_until is not None and t >= near_until:
+                index._add_far(job, t)
+                continue
             old = index._key_of.get(job)
             if old is None:
                 slot = len(index._ids)
@@ -73,8 +111,8 @@ class DueIndex:
         return index
 
     def __len__(self) -> int:
-        """Number of indexed (not yet popped or removed) jobs."""
-        return self._live
+        """Number of indexed (not yet popped or removed) jobs, plus the far tier's entries."""
+        return self._live + self._far_count
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, str):
@@ -88,8 +126,14 @@ class DueIndex:
             return None
         return key >> _SLOT_BITS
 
-    def upsert(self, job_id: str, next_run_ms: int) -> None:
-        """Index ``job_id`` as due at ``next_run_ms`` (replacing any earlier time)."""
+    def upsert(self, job_id: str, next_run_ms: int, *, pin: bool = False) -> None:
+        """Index ``job_id`` as due at ``next_run_ms`` (replacing any earlier time); in the far
+        tier if that is beyond the horizon, unless ``pin``."""
+        near_until = self._near_until
+        if near_until is not None and next_run_ms >= near_until and not pin:
+            self.remove(job_id)
+            self._add_far(job_id, next_run_ms)
+            return
         keys = self._keys
         old = self._key_of.get(job_id)
         if old is None:
@@ -131,14 +175,63 @@ class DueIndex:
             self.compact()
 
     def peek_next_ms(self) -> int | None:
-        """The earliest due time, or ``None`` when empty (drops stale entries on top)."""
+        """The earliest due time, or ``None`` when empty (drops stale entries on top). With a
+        far tier: or the time at which :meth:`advance` brings in the next far bucket, if that
+        is earlier."""
         heap, keys = self._heap, self._keys
+        nxt = None
         while heap:
             key = heap[0]
             if keys[key & _SLOT_MASK] is key:
-                return key >> _SLOT_BITS
+                nxt = key >> _SLOT_BITS
+                break
             heapq.heappop(heap)
-        return None
+        if self._far_order:
+            assert self._horizon_ms is not None
+            far = self._far_order[0] * BUCKET_MS - self._horizon_ms
+            return far if nxt is None else min(nxt, far)
+        return nxt
+
+    def _add_far(self, job_id: str, t: int) -> None:
+        bucket = t // BUCKET_MS
+        jobs = self._far.get(bucket)
+        if jobs is None:
+            jobs = self._far[bucket] = []
+            heapq.heappush(self._far_order, bucket)
+        jobs.append(job_id)
+        self._far_count += 1
+
+    def advance(self, now_ms: int, wake_of: Callable[[str], int | None]) -> int:
+        """Bring the far buckets that start by ``now_ms + horizon_ms`` into the heap:
+        each entry's job is indexed at ``wake_of(job)`` (its time now; None: nothing to index)
+        if that falls in or before its bucket; later times have an entry in a later bucket.
+        Checks at most ``_ADVANCE_LIMIT`` entries (the rest stay, and :meth:`peek_next_ms`
+        says they are due); returns how many it checked. A no-op without a far tier."""
+        if self._horizon_ms is None or self._near_until is None:
+            return 0
+        target = now_ms + self._horizon_ms
+        order, far, checked = self._far_order, self._far, 0
+        while order and order[0] * BUCKET_MS <= target and checked < _ADVANCE_LIMIT:
+            bucket = order[0]
+            end = (bucket + 1) * BUCKET_MS
+            jobs = far[bucket]
+            take = min(len(jobs), _ADVANCE_LIMIT - checked)
+            # from the end: what stays is a prefix of the list, and no copy is made
+            for job in jobs[len(jobs) - take :]:
+                t = wake_of(job)
+                if t is not None and t < end:
+                    self.upsert(job, t, pin=True)
+            del jobs[len(jobs) - take :]
+            checked += take
+            self._far_count -= take
+            if jobs:
+                break  # the rest of this bucket next time; near_until stays before it
+            heapq.heappop(order)
+            del far[bucket]
+            self._near_until = max(self._near_until, end)
+        if not order or order[0] * BUCKET_MS > target:
+            self._near_until = max(self._near_until, target)
+        return checked
 
     def pop_due(self, now_ms: int, limit: int = 1000) -> list[tuple[int, str]]:
         """Un-index and return up to ``limit`` ``(next_run_ms, job_id)`` with time ``<= now_ms``,
@@ -176,3 +269,4 @@ class DueIndex:
         self._ids = []
         self._free = []
         self._live = 0
+        self._far, self._far_order, self._far_count = {}, [], 0

@@ -34,7 +34,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         due = GaugeMetricFamily(
             "databite_due_index_size",
-            "Jobs in the due index, per owned partition",
+            "Jobs in the due index, per owned partition (far-future entries are counted "
+            "until their time comes close, superseded ones included)",
             labels=["partition"],
         )
         for partition, index in sorted(self.sa.due.items()):

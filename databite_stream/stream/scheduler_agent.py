@@ -70,6 +70,9 @@ POP_LIMIT = 5000  # due jobs handled per tick; more wakes the ticker again at on
 DUE_PER_MESSAGE = 200  # due jobs per work message (~150 KB; the broker's limit is 1 MB)
 TICK_RESEND_S = 2.0  # a tick not handled by then (lost in a rebalance) is sent again
 DELIVERY_WAIT_S = 3.0  # longest a tick waits for its due jobs to be acknowledged
+#: jobs due later than this are kept in the due index's far tier (one list slot each instead
+#: of ~106 bytes; see DueIndex) and checked against the table when they come this close
+FAR_HORIZON_MS = 60_000
 
 
 class Ticker:
@@ -166,7 +169,11 @@ def register(sa: StreamApp) -> None:
                 items[partition].append((str(key), wake))
             if count % 10_000 == 0:
                 await asyncio.sleep(0)  # keep the loop responsive on big tables
-        sa.due = {p: DueIndex.from_items(v) for p, v in items.items()}
+        now = now_ms()
+        sa.due = {
+            p: DueIndex.from_items(v, horizon_ms=FAR_HORIZON_MS, now_ms=now)
+            for p, v in items.items()
+        }
         ticker.outstanding.clear()
         ticker.poke()
         sa.assigned.set()
@@ -182,7 +189,7 @@ def register(sa: StreamApp) -> None:
 def _index(sa: StreamApp, partition: int) -> DueIndex:
     index = sa.due.get(partition)
     if index is None:
-        index = sa.due[partition] = DueIndex()
+        index = sa.due[partition] = DueIndex(FAR_HORIZON_MS, now_ms())
     return index
 
 
@@ -338,7 +345,9 @@ def _reindex(index: DueIndex, row: JobRow) -> None:
     if wake is None:
         index.remove(row.state.job_id)
     else:
-        index.upsert(row.state.job_id, wake)
+        # a run in flight wakes the job at its lease expiry, usually beyond the far horizon;
+        # pinned, it stays in the heap (in the far tier each run would leave an entry behind)
+        index.upsert(row.state.job_id, wake, pin=bool(row.state.in_flight))
 
 
 async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
@@ -403,6 +412,14 @@ def _on_tick(sa: StreamApp, changes: Changes, now: int) -> None:
     # planned as of the end of the dispatch-ahead window: runs due by then are handed over
     # now and start at their time (the executor waits); see Settings.dispatch_ahead_ms
     horizon = now + sa.settings.dispatch_ahead_ms
+    jobs = sa.jobs
+
+    def wake_of(job: str) -> int | None:
+        raw = jobs.get(job)
+        return job_wake(raw)[1] if raw is not None else None
+
+    # far-tier jobs coming within the horizon join the heap first (checked against the table)
+    index.advance(horizon, wake_of)
     for _, job in index.pop_due(horizon, POP_LIMIT):
         row = changes.load(job)
         if row is None:

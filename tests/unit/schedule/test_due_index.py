@@ -109,3 +109,94 @@ def test_limit_leaves_rest() -> None:
     assert [j for _, j in index.pop_due(100, limit=3)] == ["j0", "j1", "j2"]
     assert index.peek_next_ms() == 3
     assert len(index) == 7
+
+
+# -- far tier --------------------------------------------------------------------------------
+FAR_TIMES = st.integers(0, 200_000)
+FAR_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("upsert"), JOBS, FAR_TIMES, st.booleans()),
+        st.tuples(st.just("remove"), JOBS, st.just(0), st.just(False)),
+        st.tuples(st.just("pop"), st.integers(1, 5).map(str), FAR_TIMES, st.just(False)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(FAR_OPS, st.sampled_from([1, 3, 20_000]))
+def test_far_tier_matches_dict_model(ops: list[tuple[str, str, int, bool]], limit: int) -> None:
+    """With a far tier, advancing to ``now`` and popping returns exactly what the model
+    says is due, however entries were superseded, removed or pinned in between."""
+    import databite_stream.schedule.due_index as due_index
+
+    saved = due_index._ADVANCE_LIMIT
+    due_index._ADVANCE_LIMIT = limit  # type: ignore[misc]  # partial advances too
+    try:
+        index, model = DueIndex(horizon_ms=30_000, now_ms=0), {}
+        for op, arg, value, pin in ops:
+            if op == "upsert":
+                index.upsert(arg, value, pin=pin)
+                model[arg] = value
+            elif op == "remove":
+                index.remove(arg)
+                model.pop(arg, None)
+            else:
+                while index.advance(value, model.get):
+                    pass
+                _check_pop(model, index.pop_due(value, int(arg)), value, int(arg))
+            # never later than the model's earliest; a far bucket of superseded entries may
+            # be announced although nothing is left in it
+            nxt = index.peek_next_ms()
+            assert nxt is not None if model else True
+            assert nxt is None or nxt <= min(model.values(), default=nxt)
+            assert len(index) >= len(model)
+        while index.advance(10**9, model.get):
+            pass
+        _check_pop(model, index.pop_due(10**9, 10**9), 10**9, 10**9)
+        assert model == {}
+        assert index.peek_next_ms() is None
+        assert len(index) == 0
+    finally:
+        due_index._ADVANCE_LIMIT = saved  # type: ignore[misc]
+
+
+def test_far_jobs_cost_a_list_slot_until_their_bucket_comes_up() -> None:
+    index = DueIndex.from_items(
+        [(f"job-{i}", 3_600_000 + i) for i in range(1000)] + [("soon", 5_000)],
+        horizon_ms=60_000,
+        now_ms=0,
+    )
+    assert len(index._key_of) == 1
+    assert len(index) == 1001
+    assert "soon" in index
+    assert "job-7" not in index
+    assert index.peek_next_ms() == 5_000
+    assert index.pop_due(5_000) == [(5_000, "soon")]
+    # the far bucket is announced one horizon before it starts, and checked against the truth
+    assert index.peek_next_ms() == 3_600_000 - 60_000
+    truth = {f"job-{i}": 3_600_000 + i for i in range(1000) if i % 2 == 0}  # odd ones gone
+    assert index.advance(3_600_000 - 60_000, truth.get) == 1000
+    assert len(index) == 500
+    assert index.get("job-2") == 3_600_002
+    assert "job-3" not in index
+    assert index.pop_due(3_600_010) == [(3_600_000 + i, f"job-{i}") for i in range(0, 11, 2)]
+
+
+def test_pinned_jobs_stay_near_and_moved_jobs_leave_no_duplicate() -> None:
+    index = DueIndex(horizon_ms=60_000, now_ms=0)
+    index.upsert("running", 900_000, pin=True)  # a lease expiry: kept in the heap
+    assert index.get("running") == 900_000
+    assert len(index._far) == 0
+    index.upsert("moved", 500_000)  # far ...
+    index.upsert("moved", 1_000)  # ... then near: its far entry is left behind
+    index.upsert("gone", 400_000)
+    index.remove("gone")
+    truth = {"running": 900_000, "moved": 1_000}
+    assert index.pop_due(1_000) == [(1_000, "moved")]
+    del truth["moved"]  # popped: not indexed until the caller upserts it again
+    while index.advance(10**6, truth.get):
+        pass
+    assert index.pop_due(10**6) == [(900_000, "running")]
+    assert len(index) == 0
+    assert index.peek_next_ms() is None

@@ -35,7 +35,7 @@ from databite_stream.stream.integrations import IntegrationsView
 from databite_stream.stream.metrics import Metrics
 from databite_stream.stream.outbox import Outbox
 from databite_stream.stream.restore import BulkRestoreTable
-from databite_stream.stream.rows import compact, decode_connection_row
+from databite_stream.stream.rows import compact, decode_connection_row, row_partition
 from databite_stream.stream.transport import Transport
 from databite_stream.topics import COMMANDS, INBOX, INTEGRATIONS, TABLES, TOPICS, WORK, TopicSpec
 from databite_stream.wire import JobRemove
@@ -179,7 +179,10 @@ class StreamApp:
         )
 
     def _table(self, name: str) -> TableT[str, bytes]:
-        options = None
+        options: dict[str, Any] | None = None
+        if self.settings.store == "memory://" and name in ("connections", "jobs"):
+            # their rows name their partition: the bulk restore needs no key lists
+            options = {"partition_of": row_partition}
         if self.settings.store == "rocksdb://":
             # faust opens one RocksDB per table and partition (24 with 8 partitions), each
             # with its own memtables and block cache; its defaults (64 MiB x 3 memtables, a

@@ -46,10 +46,20 @@ class BulkRestoreStore(memory.Store[Any, Any]):
         #: changelog batches faust handed us while the bulk read was still running: applied
         #: after it, so records are applied in offset order
         self._held: list[tuple[list[Any], Any, Any]] = []
-        #: keys the bulk read applied, per partition: faust's ``_key_partition`` dict costs
-        #: ~40 bytes per key (80 MB for a 1M-schedule worker's two tables), a list ~9; only
-        #: used to drop a partition's rows once it is no longer active
+        #: keys the bulk read applied, per partition, when rows do not name their partition
+        #: (see _partition_of)
         self._bulk_keys: dict[int, list[Any]] = {}
+        self._bulk_partitions: set[int] = set()  # partitions the bulk read filled
+
+    @property
+    def _partition_of(self) -> Callable[[Any], int] | None:
+        """The partition a row belongs to, read from its value (``options["partition_of"]``;
+        set by the store's owner after ``__post_init__``); without it, the keys the bulk read
+        applied are listed per partition. Either serves only to drop a partition's rows once
+        it is no longer active: faust's ``_key_partition`` dict costs ~40 bytes per key (80 MB
+        for a 1M-schedule worker's two tables), a key list ~9 (18 MB), a scan of the rows on
+        revocation nothing."""
+        return (self.options or {}).get("partition_of")
 
     def persisted_offset(self, tp: TP) -> int | None:
         return self._restored.get(tp)
@@ -94,6 +104,10 @@ class BulkRestoreStore(memory.Store[Any, Any]):
         for partition in [p for p in self._bulk_keys if p not in active]:
             for key in self._bulk_keys.pop(partition):
                 self.data.pop(key, None)
+        gone = self._bulk_partitions - active
+        if gone and self._partition_of is not None:
+            await self._drop_rows_of(gone, self._partition_of)
+        self._bulk_partitions &= active
         # the bulk read's fetch buffers and decoded records are garbage now, spread over
         # the C heap: hand the free pages back (the index rebuild's freeze_heap runs before
         # the bigger tables are done)
@@ -105,6 +119,23 @@ class BulkRestoreStore(memory.Store[Any, Any]):
             before >> 20,
             rss_bytes() >> 20,
             (time.monotonic() - started) * 1000,
+        )
+
+    async def _drop_rows_of(self, partitions: set[int], partition_of: Callable[[Any], int]) -> None:
+        """Delete the rows of ``partitions`` (a scan of every row: revocations are rare)."""
+        started, data, dropped = time.monotonic(), self.data, 0
+        for count, (key, value) in enumerate(list(data.items()), start=1):
+            if partition_of(value) in partitions:
+                del data[key]
+                dropped += 1
+            if count % 50_000 == 0:
+                await asyncio.sleep(0)
+        log.info(
+            "table %s: dropped %d rows of partitions %s no longer active (%.2fs)",
+            self.table.name,
+            dropped,
+            sorted(partitions),
+            time.monotonic() - started,
         )
 
     async def _finish_restore(self) -> None:
@@ -171,12 +202,15 @@ class BulkRestoreStore(memory.Store[Any, Any]):
                     consumer.pause(tp)
             key_of, value_of = self._key_decoder(), self._value_decoder()
             data = self.data
+            listed = self._partition_of is None
             for tp in parts:  # read from the beginning again: the lists start over
-                self._bulk_keys[tp.partition] = []
+                self._bulk_partitions.add(tp.partition)
+                if listed:
+                    self._bulk_keys[tp.partition] = []
             while todo:
                 batches = await consumer.getmany(*todo, timeout_ms=1000, max_records=50_000)
                 for tp, records in batches.items():
-                    keys = self._bulk_keys[tp.partition]
+                    keys = self._bulk_keys[tp.partition] if listed else None
                     for rec in records:
                         if rec.offset >= ends[tp]:
                             break  # written after the end offsets: faust's recovery reads it
@@ -185,7 +219,8 @@ class BulkRestoreStore(memory.Store[Any, Any]):
                             data.pop(key, None)
                         else:
                             data[key] = value_of(rec.value)
-                            keys.append(key)  # a key listed twice is harmless
+                            if keys is not None:
+                                keys.append(key)  # a key listed twice is harmless
                         count += 1
                     if await consumer.position(tp) >= ends[tp]:
                         todo.discard(tp)

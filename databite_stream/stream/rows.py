@@ -35,6 +35,7 @@ __all__ = (
     "encode_job_row",
     "job_summary",
     "job_wake",
+    "row_partition",
 )
 
 
@@ -200,6 +201,12 @@ def decode_job_row(raw: bytes, key: str) -> JobRow:
 def _parse_job_id(job: str) -> tuple[str, str]:
     # the hot path decodes the same jobs over and over (a 10k-job wave fits)
     return parse_job_id(job)
+
+
+def row_partition(raw: bytes) -> int:
+    """The partition an encoded job or connection row (any format) belongs to."""
+    d = orjson.loads(raw)
+    return int(d[_PARTITION] if type(d) is list else d["p"])
 
 
 def job_wake(raw: bytes) -> tuple[int, int | None]:

@@ -28,6 +28,7 @@ from databite_stream.stream.rows import (
     decode_job_row,
     encode_job_row,
     job_wake,
+    row_partition,
 )
 from databite_stream.testing.fixtures import echo_connection
 
@@ -131,6 +132,7 @@ def test_format_1_job_rows_still_decode() -> None:
     raw = orjson.dumps(legacy)
     assert decode_job_row(raw, state.job_id) == JobRow(4, state, checkpoint={"cursor": 1})
     assert job_wake(raw) == (4, wake_at_ms(state))
+    assert row_partition(raw) == 4
 
 
 def test_unknown_job_row_format_is_an_error() -> None:
@@ -185,6 +187,7 @@ def test_connection_row_format_1_still_decodes() -> None:
         }
     )
     assert decode_connection_row(legacy) == ConnectionRow(3, FULL_CONNECTION, jobs)
+    assert row_partition(legacy) == 3
     assert connection_fields(legacy)["config"] == FULL_CONNECTION.config
 
 
@@ -204,3 +207,10 @@ def test_connection_row_format_2_is_smaller_than_format_1() -> None:
 def test_unknown_connection_row_format_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown connection row format"):
         decode_connection_row(b'[7,1,"c","i","k",null,[],{}]')
+
+
+def test_row_partition_reads_current_job_and_connection_rows() -> None:
+    """The bulk restore drops a revoked partition's rows by this (no key lists kept)."""
+    state = _busy_state()
+    assert row_partition(encode_job_row(JobRow(6, state))) == 6
+    assert row_partition(ConnectionRow(5, FULL_CONNECTION, ()).encode()) == 5

@@ -7,6 +7,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from databite_stream.models import (
     ExecutionResult,
     Integration,
 )
+from databite_stream.stream.outbox import partition_for
 from databite_stream.topics import (
     ACTION_REQUESTS,
     ACTION_RESULTS,
@@ -247,11 +249,7 @@ async def test_two_workers_split_partitions_and_fail_over(cluster: Cluster) -> N
     await wait_for(lambda: all_running(2), timeout=90, what="every connection running")
 
     def owned(name: str) -> set[int]:
-        lines = [ln for ln in cluster.log(name).splitlines() if "due index rebuilt" in ln]
-        if not lines:
-            return set()
-        inside = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
-        return {int(p) for p in inside.split(",") if p.strip()}
+        return _owned(cluster, name)
 
     await wait_for(
         lambda: bool(owned("w1")) and bool(owned("w2")) and not owned("w1") & owned("w2"),
@@ -279,6 +277,48 @@ async def test_two_workers_split_partitions_and_fail_over(cluster: Cluster) -> N
     # a kill -9 may re-deliver a run whose result was published but not yet committed;
     # the runs-done table catches those that finished; report anything else
     assert not dupes, f"run ids with two results: {dupes}"
+
+
+def _logged(cluster: Cluster, name: str, text: str) -> bool:
+    return text in cluster.log(name)
+
+
+def _owned(cluster: Cluster, name: str) -> set[int]:
+    """The partitions a worker owns, from its last "due index rebuilt" log line."""
+    lines = [ln for ln in cluster.log(name).splitlines() if "due index rebuilt" in ln]
+    if not lines:
+        return set()
+    inside = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
+    return {int(p) for p in inside.split(",") if p.strip()}
+
+
+async def test_a_worker_drops_the_rows_of_the_partitions_it_hands_over(cluster: Cluster) -> None:
+    """memory:// tables keep no per-key partition map: when a second worker takes partitions
+    over, the first deletes exactly the rows of those partitions (read from the rows), those
+    it restored and those it wrote since."""
+    await cluster.create_topics()
+    cluster.start_worker("w1")
+    await cluster.put_integration(echo_integration())
+    ids = [f"conn-{i}" for i in range(16)]
+    for cid in ids:
+        await cluster.put_connection(echo_connection(cid, "1h"))
+
+    async def all_ran() -> bool:  # first runs are immediate: every row is written
+        return {r.connection_id for r in await cluster.results()} == set(ids)
+
+    await wait_for(all_ran, timeout=60, what="every connection's first run")
+    cluster.start_worker("w2")
+    await wait_for(
+        lambda: bool(_owned(cluster, "w2")) and not _owned(cluster, "w1") & _owned(cluster, "w2"),
+        timeout=60,
+        what="partitions split between the workers",
+    )
+    handed = _owned(cluster, "w2")
+    moved = sum(1 for cid in ids if partition_for(cid.encode(), cluster.partitions) in handed)
+    assert 0 < moved < len(ids)
+    for table in ("connections", "jobs"):
+        line = f"table {table}: dropped {moved} rows of partitions {sorted(handed)}"
+        await wait_for(partial(_logged, cluster, "w1", line), timeout=30, what=line)
 
 
 async def test_bad_input_is_dead_lettered_and_good_connections_keep_running(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from faust.serializers import codecs
 from faust.types import TP, TableT
 from mode import Service
@@ -44,9 +45,6 @@ __all__ = ("StreamApp", "build_app", "now_ms")
 
 log = logging.getLogger(__name__)
 
-#: encoded table keys kept for reuse: the hot keys of a busy worker; not every schedule's
-#: (at 1M schedules an unbounded cache would cost ~80 bytes each)
-CHANGELOG_KEY_CACHE = 16_384
 #: per table and partition (RocksDB store): memtable size and block cache
 ROCKSDB_WRITE_BUFFER = 1024**2
 ROCKSDB_BLOCK_CACHE = 4 * 1024**2
@@ -153,13 +151,13 @@ class StreamApp:
         #: per active partition of the inbox: heap of (wake_at_ms, job_id)
         self.due: dict[int, DueIndex] = {}
         self.deadletters = DeadLetters(self)
+        self._partition_counts: dict[str, int] = {}
         #: batched publishing of the per-run records (results, markers, job rows)
         self.outbox = Outbox(
             self._kafka_producer,
             self._partition_count,
             linger_s=settings.outbox_linger_ms / 1000,
         )
-        self._changelog_keys: dict[str, bytes] = {}
         self.metrics = Metrics(self)
         self.integrations = IntegrationsView(
             settings.broker,
@@ -222,25 +220,27 @@ class StreamApp:
         while buffer.size and time.monotonic() < deadline:
             await buffer.flush()
 
-    def _changelog_key(self, key: str) -> bytes:
-        """A table key as faust writes it to the changelog (its json codec for ``str`` keys;
-        the same bytes, or compaction would keep two rows for one key)."""
-        encoded = self._changelog_keys.get(key)
-        if encoded is None:
-            # exact-size already: the json codec is _CompactJson
-            encoded = self.app.serializers.dumps_key(str, key, serializer="json") or b""
-            if len(self._changelog_keys) >= CHANGELOG_KEY_CACHE:
-                self._changelog_keys.clear()
-            self._changelog_keys[key] = encoded
-        return encoded
+    @staticmethod
+    def changelog_key(key: str) -> bytes:
+        """A table key as faust writes it to the changelog: its json codec for ``str`` keys
+        gives these bytes (a unit test compares them), and it must, or compaction would keep
+        two rows for one key. orjson directly: faust's serializer registry took ~1 µs a key."""
+        return orjson.dumps(key)
 
     def _kafka_producer(self) -> Any:
         """faust's started aiokafka producer (the outbox shares its connections)."""
         return self.app.producer._ensure_producer()  # type: ignore[attr-defined]
 
     def _partition_count(self, topic: str) -> int:
-        known = self._kafka_producer().client.cluster.partitions_for_topic(topic)
-        return len(known) if known else self.settings.partitions
+        count = self._partition_counts.get(topic)
+        if count is None:
+            known = self._kafka_producer().client.cluster.partitions_for_topic(topic)
+            if not known:
+                return self.settings.partitions  # not in the metadata yet: ask again next time
+            # kept: a topic's partition count cannot change without breaking co-partitioning
+            # (the outbox asks for every record it keys)
+            count = self._partition_counts[topic] = len(known)
+        return count
 
     def durable_put(
         self, table: TableT[str, bytes], key: str, value: bytes, partition: int
@@ -250,7 +250,7 @@ class StreamApp:
         the event that caused the write can be committed."""
         table.data[key] = value  # the local store, without faust's buffered changelog send
         return self.outbox.add(
-            table.changelog_topic.get_topic_name(), self._changelog_key(key), value, partition
+            table.changelog_topic.get_topic_name(), self.changelog_key(key), value, partition
         )
 
     def durable_delete(
@@ -260,7 +260,7 @@ class StreamApp:
         if key in table.data:
             del table.data[key]
         return self.outbox.add(
-            table.changelog_topic.get_topic_name(), self._changelog_key(key), None, partition
+            table.changelog_topic.get_topic_name(), self.changelog_key(key), None, partition
         )
 
     @property

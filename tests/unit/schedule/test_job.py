@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -368,3 +369,19 @@ def test_states_are_immutable() -> None:
     job = new_job(Policy())
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.paused = True  # type: ignore[misc]
+
+
+def test_fast_replace_matches_dataclasses_replace() -> None:
+    """job.replace (positional, for speed) must agree with dataclasses.replace on every field."""
+    from databite_stream.schedule import job as job_module
+
+    state = new_job(Policy())
+    for field in dataclasses.fields(JobState):
+        value: Any = ("changed",) if field.name in ("in_flight", "pending") else 123
+        if field.name in ("job_id", "connection_id", "sync_name", "pause_reason"):
+            value = "changed"
+        got = job_module.replace(state, **{field.name: value})
+        assert got == dataclasses.replace(state, **{field.name: value})
+        assert getattr(got, field.name) == value
+    with pytest.raises(KeyError):
+        job_module.replace(state, no_such_field=1)

@@ -45,3 +45,13 @@ def test_puts_and_deletes_share_faust_key_bytes(
     assert [s[2] for s in sent] == [b'{"p": 3}', None]
     assert {s[0] for s in sent} == {sa.jobs.changelog_topic.get_topic_name()}
     assert [s[3] for s in sent] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "key", ["conn-1/items", "ünï/cödé", 'q"uote\\/x', "emoji😀/s", "tab\t/x", "ctl\x01/x", ""]
+)
+def test_changelog_key_is_faust_key_bytes(sa: StreamApp, key: str) -> None:
+    table: Any = sa.jobs
+    assert sa.changelog_key(key) == sa.app.serializers.dumps_key(
+        str, key, serializer=table.key_serializer
+    )

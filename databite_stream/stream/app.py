@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,7 @@ class StreamApp:
         self.due: dict[int, DueIndex] = {}
         self.deadletters = DeadLetters(self)
         self._partition_counts: dict[str, int] = {}
+        self._local_getters: dict[str, Callable[[str], bytes | None]] = {}
         #: batched publishing of the per-run records (results, markers, job rows)
         self.outbox = Outbox(
             self._kafka_producer,
@@ -202,6 +204,20 @@ class StreamApp:
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:
         return self.topics[spec.suffix]
+
+    def local_get(self, table: TableT[str, bytes]) -> Callable[[str], bytes | None]:
+        """A read of the table's local rows without faust's per-read sensors (``Table.get``
+        runs three sensor hooks and four Python-level calls: ~1 µs, several times per run).
+        memory:// stores keep their rows in one dict for their whole life (faust's memory
+        Store mutates it, never replaces it): its ``get``; other stores: theirs. Resolved on
+        first use (faust creates a table's store lazily)."""
+        getter = self._local_getters.get(table.name)
+        if getter is None:
+            store: Any = table.data
+            rows = getattr(store, "data", None)
+            getter = rows.get if type(rows) is dict else store.get
+            self._local_getters[table.name] = getter
+        return getter
 
     async def drain_table_writes(self, timeout: float = 30.0) -> None:
         """Hand every buffered table-changelog record to the Kafka producer.

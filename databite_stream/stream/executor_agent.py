@@ -256,7 +256,7 @@ class Runner:
                 self.locks[work.job_id] = (lock, users - 1)
 
     def _done(self, job: str) -> dict[str, Any]:
-        raw = self.sa.runs_done.get(job)
+        raw = self.sa.local_get(self.sa.runs_done)(job)
         return orjson.loads(raw) if raw is not None else {}
 
     async def _run_sync(self, due: DueJob, partition: int, slot: _Slot) -> None:

@@ -218,7 +218,7 @@ class Changes:
         """The job's row as this event has changed it so far."""
         if job in self.rows:
             return self.rows[job][0]
-        raw = self.sa.jobs.get(job)
+        raw = self.sa.local_get(self.sa.jobs)(job)
         if raw is None:
             return None
         hit = _in_flight_rows.get(job)
@@ -232,7 +232,7 @@ class Changes:
         if not runs:
             return row
         sa = self.sa
-        raw = sa.connections.get(row.state.connection_id)
+        raw = sa.local_get(sa.connections)(row.state.connection_id)
         connection: dict[str, Any] | None = connection_fields(raw) if raw else None
         integration = sa.integrations.get(connection["integration_id"]) if connection else None
         connector_id = connection["connector_id"] if connection else ""
@@ -428,10 +428,10 @@ def _on_tick(sa: StreamApp, changes: Changes, now: int) -> None:
     # planned as of the end of the dispatch-ahead window: runs due by then are handed over
     # now and start at their time (the executor waits); see Settings.dispatch_ahead_ms
     horizon = now + sa.settings.dispatch_ahead_ms
-    jobs = sa.jobs
+    jobs = sa.local_get(sa.jobs)
 
     def wake_of(job: str) -> int | None:
-        raw = jobs.get(job)
+        raw = jobs(job)
         return job_wake(raw)[1] if raw is not None else None
 
     # far-tier jobs coming within the horizon join the heap first (checked against the table)

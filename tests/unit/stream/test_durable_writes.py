@@ -55,3 +55,13 @@ def test_changelog_key_is_faust_key_bytes(sa: StreamApp, key: str) -> None:
     assert sa.changelog_key(key) == sa.app.serializers.dumps_key(
         str, key, serializer=table.key_serializer
     )
+
+
+def test_local_get_reads_what_the_table_holds(sa: StreamApp) -> None:
+    get = sa.local_get(sa.jobs)
+    assert get("conn-1/items") is None
+    sa.jobs.data["conn-1/items"] = b"[3,1]"  # what durable_put writes locally
+    assert get("conn-1/items") == b"[3,1]" == sa.jobs.get("conn-1/items")
+    del sa.jobs.data["conn-1/items"]
+    assert get("conn-1/items") is None
+    assert sa.local_get(sa.jobs) is get  # resolved once

@@ -243,7 +243,8 @@ class Runner:
 
     async def _run_due(self, work: DueJob, partition: int, slot: _Slot) -> None:
         # one run of a job at a time; the lock lives while anyone holds or awaits it
-        lock, users = self.locks.get(work.job_id, (asyncio.Lock(), 0))
+        entry = self.locks.get(work.job_id)
+        lock, users = entry if entry is not None else (asyncio.Lock(), 0)
         self.locks[work.job_id] = (lock, users + 1)
         try:
             async with lock:

@@ -124,9 +124,12 @@ class BulkRestoreStore(memory.Store[Any, Any]):
     async def _drop_rows_of(self, partitions: set[int], partition_of: Callable[[Any], int]) -> None:
         """Delete the rows of ``partitions`` (a scan of every row: revocations are rare)."""
         started, data, dropped = time.monotonic(), self.data, 0
-        for count, (key, value) in enumerate(list(data.items()), start=1):
-            if partition_of(value) in partitions:
-                del data[key]
+        # a snapshot of the keys (8 bytes each), values read as we go: the pauses let faust
+        # apply standby changelog batches to the same dict meanwhile
+        for count, key in enumerate(list(data), start=1):
+            value = data.get(key)
+            if value is not None and partition_of(value) in partitions:
+                data.pop(key, None)
                 dropped += 1
             if count % 50_000 == 0:
                 await asyncio.sleep(0)

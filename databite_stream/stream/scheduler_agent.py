@@ -160,7 +160,7 @@ def register(sa: StreamApp) -> None:
         owned = sa.owned_inbox_partitions()
         items: dict[int, list[tuple[str, int]]] = {p: [] for p in owned}
         started = time.monotonic()
-        for count, (key, raw) in enumerate(sa.jobs.items(), start=1):
+        for count, (key, raw) in enumerate(sa.local_items(sa.jobs), start=1):
             if not isinstance(raw, bytes):
                 log.warning("jobs table: key %r holds %s, not bytes", key, type(raw).__name__)
                 continue

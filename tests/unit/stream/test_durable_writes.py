@@ -65,3 +65,17 @@ def test_local_get_reads_what_the_table_holds(sa: StreamApp) -> None:
     del sa.jobs.data["conn-1/items"]
     assert get("conn-1/items") is None
     assert sa.local_get(sa.jobs) is get  # resolved once
+
+
+def test_local_items_survive_changes_while_iterating(sa: StreamApp) -> None:
+    """The due-index rebuild pauses while iterating; faust may apply standby batches then."""
+    for i in range(5):
+        sa.jobs.data[f"conn-{i}/items"] = f"[3,{i}]".encode()
+    seen = []
+    for key, raw in sa.local_items(sa.jobs):
+        seen.append((key, raw))
+        if key == "conn-1/items":
+            del sa.jobs.data["conn-3/items"]  # a tombstone applied meanwhile
+            sa.jobs.data["conn-9/items"] = b"[3,9]"  # a row added meanwhile
+    assert [k for k, _ in seen] == ["conn-0/items", "conn-1/items", "conn-2/items", "conn-4/items"]
+    assert dict(seen)["conn-2/items"] == b"[3,2]"

@@ -79,3 +79,18 @@ def test_local_items_survive_changes_while_iterating(sa: StreamApp) -> None:
             sa.jobs.data["conn-9/items"] = b"[3,9]"  # a row added meanwhile
     assert [k for k, _ in seen] == ["conn-0/items", "conn-1/items", "conn-2/items", "conn-4/items"]
     assert dict(seen)["conn-2/items"] == b"[3,2]"
+
+
+def test_runs_done_rows_name_runs_by_their_time_and_old_rows_still_count(sa: StreamApp) -> None:
+    from databite_stream.stream.executor_agent import run_key
+
+    job = "conn-1/items"
+    assert run_key(job, "conn-1/items@1796460107877") == "1796460107877"
+    assert run_key(job, "conn-2/items@5") == "conn-2/items@5"  # not this job's: left whole
+    runner: Any = sa.runner  # type: ignore[attr-defined]
+    # a row written before run keys (whole run ids) still marks those runs done
+    sa.runs_done.data[job] = orjson.dumps({"conn-1/items@1000": True, "conn-1/items@2000": False})
+    assert runner._done(job) == {"1000": True, "2000": False}
+    sa.runs_done.data[job] = b'{"3000":true}'
+    assert runner._done(job) == {"3000": True}
+    assert runner._done("conn-9/items") == {}

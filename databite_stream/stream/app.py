@@ -207,17 +207,29 @@ class StreamApp:
 
     def local_get(self, table: TableT[str, bytes]) -> Callable[[str], bytes | None]:
         """A read of the table's local rows without faust's per-read sensors (``Table.get``
-        runs three sensor hooks and four Python-level calls: ~1 µs, several times per run).
-        memory:// stores keep their rows in one dict for their whole life (faust's memory
-        Store mutates it, never replaces it): its ``get``; other stores: theirs. Resolved on
-        first use (faust creates a table's store lazily)."""
+        runs three sensor hooks and four Python-level calls: ~1 µs, several times per run):
+        the ``get`` of a memory:// store's dict, else the store's. Resolved on first use
+        (faust creates a table's store lazily)."""
         getter = self._local_getters.get(table.name)
         if getter is None:
-            store: Any = table.data
-            rows = getattr(store, "data", None)
-            getter = rows.get if type(rows) is dict else store.get
+            rows = _memory_rows(table)
+            getter = rows.get if rows is not None else table.data.get
             self._local_getters[table.name] = getter
         return getter
+
+    def local_items(self, table: TableT[str, bytes]) -> Iterator[tuple[str, bytes]]:
+        """The table's local rows, safe to iterate across awaits: faust applies standby
+        changelog batches to a memory:// store's dict between them (iterating the dict
+        would then fail), so its keys are listed first (8 bytes each) and the rows read as
+        they come; a row deleted meanwhile is skipped. Other stores iterate a snapshot."""
+        rows = _memory_rows(table)
+        if rows is None:
+            yield from table.items()
+            return
+        for key in list(rows):
+            raw = rows.get(key)
+            if raw is not None:
+                yield key, raw
 
     async def drain_table_writes(self, timeout: float = 30.0) -> None:
         """Hand every buffered table-changelog record to the Kafka producer.
@@ -259,20 +271,6 @@ class StreamApp:
             # (the outbox asks for every record it keys)
             count = self._partition_counts[topic] = len(known)
         return count
-
-    def local_items(self, table: TableT[str, bytes]) -> Iterator[tuple[str, bytes]]:
-        """The table's local rows, safe to iterate across awaits: faust applies standby
-        changelog batches to a memory:// store's dict between them (iterating the dict
-        would then fail), so its keys are listed first (8 bytes each) and the rows read as
-        they come; a row deleted meanwhile is skipped. Other stores iterate a snapshot."""
-        rows = getattr(table.data, "data", None)
-        if type(rows) is not dict:
-            yield from table.items()
-            return
-        for key in list(rows):
-            raw = rows.get(key)
-            if raw is not None:
-                yield key, raw
 
     def durable_put(
         self, table: TableT[str, bytes], key: str, value: bytes, partition: int
@@ -335,6 +333,13 @@ class StreamApp:
         await self.topic(INBOX).send(
             key=connection_id.encode(), value=remove.model_dump_json().encode()
         )
+
+
+def _memory_rows(table: TableT[str, bytes]) -> dict[str, bytes] | None:
+    """The dict a memory:// store keeps its rows in for its whole life (faust's memory Store
+    mutates it, never replaces it); None for other stores."""
+    rows = getattr(table.data, "data", None)
+    return rows if type(rows) is dict else None
 
 
 def build_app(settings: Settings, registry: ConnectorRegistry | None = None) -> StreamApp:

@@ -107,8 +107,9 @@ def _schedule_text(spec: ScheduleSpec) -> str:
         return hit[1]
     if len(_spec_texts) >= 65_536:
         _spec_texts.clear()
-    text = _spec_texts[id(spec)] = (spec, str(spec))
-    return text[1]
+    text = str(spec)
+    _spec_texts[id(spec)] = (spec, text)
+    return text
 
 
 def encode_job_row(row: JobRow) -> bytes:

@@ -54,6 +54,7 @@ __all__ = (
     "RECORDS",
     "RESULTS",
     "TABLES",
+    "TICKS",
     "TOPICS",
     "WORK",
     "TopicSpec",
@@ -160,7 +161,20 @@ INBOX = TopicSpec(
     cleanup="delete",
     retention_ms=DAY_MS,
     internal=True,
-    description="Ticks, job upserts/removals and run completions for the scheduler agent.",
+    description="Job upserts/removals and run completions for the scheduler agent (and ticks "
+    "from workers older than the scheduler-ticks topic).",
+)
+TICKS = TopicSpec(
+    "internal.scheduler-ticks",
+    key="none: each tick is sent to the scheduler partition it is for",
+    values=(Tick,),
+    cleanup="delete",
+    retention_ms=3600 * 1000,
+    internal=True,
+    description="Ticks for the scheduler: 'look at your due index now' (co-partitioned with "
+    "the inbox, apart from it so that a tick never queues behind the inbox's events).",
+    # an hour-long segment, or retention (which deletes whole segments) would never apply
+    extra_config={"segment.ms": str(3600 * 1000)},
 )
 WORK = TopicSpec(
     "internal.work",
@@ -182,6 +196,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     RECORDS,
     DEADLETTER,
     INBOX,
+    TICKS,
     WORK,
 )
 

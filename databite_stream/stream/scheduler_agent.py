@@ -1,10 +1,14 @@
 """Scheduler agent and ticker: the jobs table, the per-partition due index, due-job emission.
 
-One agent reads ``databite.commands`` and the scheduler inbox (ticks, job upserts/removals, run
-completions) of a partition in order, so the jobs table and that partition's due index change in
-one place. The ticker (a task on every worker) only *reads* the due indexes and sends a ``Tick``
-to a partition it actively owns when something there is due; faust forbids table writes outside
-a stream, and a tick that is data keeps every change ordered (DESIGN.md principle 2).
+One agent reads ``databite.commands`` and the scheduler inbox (job upserts/removals, run
+completions) of a partition in order. The ticker (a task on every worker) only *reads* the due
+indexes and sends a ``Tick`` to a partition it actively owns when something there is due;
+faust forbids table writes outside a stream, and a tick that is data keeps every change ordered
+(DESIGN.md principle 2). Ticks have their own topic and agent (``scheduler-ticks``, co-partitioned
+with the inbox): in the inbox a tick queued behind every completion before it, and at 10,000
+runs/s that alone made runs start ~200 ms late. The two agents change a partition one event at
+a time (a lock per partition), so the jobs table and a partition's due index still change in
+one place, in event order.
 
 Invariants: the due index holds ``wake_at_ms(state)`` of every job of the active partitions and
 is rebuilt from the table after every recovery (``on_recover``; ``on_partitions_assigned`` fires
@@ -51,7 +55,7 @@ from databite_stream.stream.rows import (
     encode_job_row,
     job_wake,
 )
-from databite_stream.topics import COMMANDS, INBOX
+from databite_stream.topics import COMMANDS, TICKS
 from databite_stream.wire import (
     Command,
     JobRemove,
@@ -109,7 +113,7 @@ class Ticker:
         return wait
 
     async def run(self) -> None:
-        inbox = self.sa.topic(INBOX)
+        ticks = self.sa.topic(TICKS)
         app = self.sa.app
         while True:
             try:
@@ -136,7 +140,7 @@ class Ticker:
                 if partition not in owned:
                     continue
                 self.outstanding[partition] = mono
-                await inbox.send(
+                await ticks.send(
                     key=None, value=Tick(now_ms=now).model_dump_json().encode(), partition=partition
                 )
 
@@ -144,12 +148,18 @@ class Ticker:
 def register(sa: StreamApp) -> None:
     ticker = Ticker(sa)
     sa.ticker = ticker  # type: ignore[attr-defined]
+    locks: dict[int, asyncio.Lock] = {}  # scheduler partition -> one event at a time
 
     @sa.app.agent(sa.scheduler_source, name="databite.scheduler")
     async def scheduler(stream: StreamT[bytes]) -> None:
         # no faust table writes here: rows go through the outbox (Changes.apply)
         async for event in stream.events():
-            await on_inbox(sa, ticker, event)
+            await on_inbox(sa, ticker, event, locks)
+
+    @sa.app.agent(sa.topic(TICKS), name="databite.scheduler-ticks")
+    async def ticks(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await on_inbox(sa, ticker, event, locks)
 
     @sa.app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def tick_loop() -> None:
@@ -203,7 +213,8 @@ class Changes:
     ``runs-done`` table de-duplicates. Every other change is durable: handed to the producer
     through the outbox before the event is done (faust flushes the producer before it
     commits the event's offset), and only after the due jobs it records as in flight are in
-    Kafka (the other order can leave a job "in flight" for a run nobody has, after a kill).
+    Kafka (the other order can leave a job "in flight" for a run nobody has, after a kill),
+    those of an earlier tick included (:data:`_handing_over`).
     """
 
     __slots__ = ("due", "partition", "rows", "sa")
@@ -285,10 +296,26 @@ class Changes:
     def delete(self, job: str) -> None:
         self.rows[job] = (None, True)
 
-    async def apply(self) -> None:
+    async def apply(self) -> asyncio.Future[Any] | None:
+        """Store the rows and hand the due jobs to Kafka. Returns the due jobs' delivery
+        when nothing waited for it (only local rows: a tick); the caller waits for it once
+        the partition is free for its next event."""
         sa = self.sa
-        if self.due:
-            await self._hand_over()
+        delivery = self._hand_over() if self.due else None
+        lasting = [job for job, (_row, durable) in self.rows.items() if durable]
+        if lasting:
+            waits = {f for job in lasting if (f := _handing_over.get(job)) is not None}
+            if delivery is not None:
+                waits.add(delivery)
+                delivery = None
+            if waits:
+                await _delivered(waits)
+        elif delivery is not None:
+            # until their due jobs are in Kafka, a durable write of these jobs must wait
+            jobs = [item["job_id"] for items in self.due.values() for item in items]
+            for job in jobs:
+                _handing_over[job] = delivery
+            delivery.add_done_callback(lambda handed: _forget(handed, jobs))
         index = _index(sa, self.partition)
         for job, (row, durable) in self.rows.items():
             if row is None:
@@ -309,10 +336,11 @@ class Changes:
         # in the producer before this event is done: faust flushes the producer before it
         # commits the event's offset (no round trip per event)
         await sa.outbox.submit()
+        return delivery
 
-    async def _hand_over(self) -> None:
-        """Send the queued due jobs (one message per work partition and up to
-        ``DUE_PER_MESSAGE`` runs) and wait until Kafka has them."""
+    def _hand_over(self) -> asyncio.Future[Any]:
+        """Queue the due jobs (one message per work partition and up to ``DUE_PER_MESSAGE``
+        runs); the future resolves once Kafka has acknowledged them all (or one failed)."""
         sa = self.sa
         rounds = {
             sa.outbox.add(
@@ -324,22 +352,35 @@ class Changes:
             for partition, items in self.due.items()
             for i in range(0, len(items), DUE_PER_MESSAGE)
         }
-        await sa.outbox.submit()
-        # bounded: while a broker is down a delivery can wait for the producer's request
-        # timeout; the scheduler must not stop for that long (the runs stay in flight until
-        # their lease expires, and are logged)
-        _done, pending = await asyncio.wait(rounds, timeout=DELIVERY_WAIT_S)
-        failed = [r for r in _done if r.exception() is not None]
-        if pending or failed:
-            log.warning(
-                "%d due job message(s) not acknowledged by Kafka within %.0fs%s",
-                len(pending) + len(failed),
-                DELIVERY_WAIT_S,
-                f" ({failed[0].exception()!r})" if failed else "",
-            )
+        # the outbox hands them to the producer at the latest with this event's rows
+        return asyncio.gather(*rounds)
+
+
+async def _delivered(deliveries: set[asyncio.Future[Any]]) -> None:
+    """Wait until Kafka has these due jobs. Bounded: while a broker is down a delivery can
+    wait for the producer's request timeout, and the scheduler must not stop for that long
+    (the runs stay in flight until their lease expires, and this is logged)."""
+    done, pending = await asyncio.wait(deliveries, timeout=DELIVERY_WAIT_S)
+    failed = [d for d in done if d.exception() is not None]
+    if pending or failed:
+        log.warning(
+            "due jobs not acknowledged by Kafka within %.0fs%s",
+            DELIVERY_WAIT_S,
+            f" ({failed[0].exception()!r})" if failed else "",
+        )
+
+
+def _forget(delivery: asyncio.Future[Any], jobs: list[str]) -> None:
+    for job in jobs:
+        if _handing_over.get(job) is delivery:
+            del _handing_over[job]
 
 
 _integration_cache: dict[str, tuple[Integration, bytes]] = {}
+#: job id -> delivery of the due jobs a tick emitted for it, until Kafka has them: the tick's
+#: row (run in flight) is stored locally at once, so the next event of the partition need not
+#: wait; a durable write of the job waits for it instead (see Changes)
+_handing_over: dict[str, asyncio.Future[Any]] = {}
 #: job id -> (encoded row, row) of the jobs with a run in flight: their next event is usually
 #: the run's completion, which then skips a decode (~5 µs); an entry counts only while the
 #: table holds the same bytes (a pure function of them), so a stale one is just not used
@@ -366,7 +407,9 @@ def _reindex(index: DueIndex, row: JobRow) -> None:
         index.upsert(row.state.job_id, wake, pin=bool(row.state.in_flight))
 
 
-async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
+async def on_inbox(
+    sa: StreamApp, ticker: Ticker, event: EventT[bytes], locks: dict[int, asyncio.Lock]
+) -> None:
     message = event.message
     if message.value is None:
         await sa.deadletters.from_event(event, "empty message", "invalid")
@@ -384,22 +427,30 @@ async def on_inbox(sa: StreamApp, ticker: Ticker, event: EventT[bytes]) -> None:
         await sa.deadletters.from_event(event, f"invalid message: {reasons}", "invalid")
         return
     partition = message.partition
-    now = now_ms()
-    changes = Changes(sa, partition)
-    if isinstance(msg, Tick):
-        ticker.handled(partition)
-        _on_tick(sa, changes, now)
-    elif isinstance(msg, JobUpsert):
-        await _on_upsert(sa, changes, msg, now, event)
-    elif isinstance(msg, JobRemove):
-        if changes.load(msg.job_id) is not None:
-            changes.delete(msg.job_id)
-    elif isinstance(msg, RunFinished | RunsFinished):
-        for done in msg.runs if isinstance(msg, RunsFinished) else (msg,):
-            _on_finished(sa, changes, done, now)
-    elif isinstance(msg, Command):
-        await _on_command(sa, changes, msg, now, event)
-    await changes.apply()
+    lock = locks.get(partition)
+    if lock is None:
+        lock = locks[partition] = asyncio.Lock()
+    async with lock:
+        now = now_ms()
+        changes = Changes(sa, partition)
+        if isinstance(msg, Tick):
+            ticker.handled(partition)
+            _on_tick(sa, changes, now)
+        elif isinstance(msg, JobUpsert):
+            await _on_upsert(sa, changes, msg, now, event)
+        elif isinstance(msg, JobRemove):
+            if changes.load(msg.job_id) is not None:
+                changes.delete(msg.job_id)
+        elif isinstance(msg, RunFinished | RunsFinished):
+            for done in msg.runs if isinstance(msg, RunsFinished) else (msg,):
+                _on_finished(sa, changes, done, now)
+        elif isinstance(msg, Command):
+            await _on_command(sa, changes, msg, now, event)
+        delivery = await changes.apply()
+    if delivery is not None:
+        # a tick is done once its due jobs are in Kafka (which paces the ticks: each
+        # carries what fell due meanwhile), but its partition is free for the next event
+        await _delivered({delivery})
     ticker.poke()
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from databite_stream.stream.outbox import Outbox
+from databite_stream.stream.outbox import Outbox, undrained
 from tests.helpers import consume_all, create_topic, unique_name
 
 pytestmark = pytest.mark.broker
@@ -124,3 +124,21 @@ async def test_submit_hands_a_round_over_without_its_linger(kafka_bootstrap: str
         await producer.stop()
     records = await consume_all(kafka_bootstrap, [topic])
     assert [r.value for r in records] == [b"v1", b"v2"]
+
+
+async def test_undrained_sees_a_batch_aiokafka_has_not_sent_yet(kafka_bootstrap: str) -> None:
+    """The outbox never hands a whole batch to a partition that still has an unsent one
+    (``send_batch`` would wait for it): it reads aiokafka's accumulator, checked here so an
+    upgrade that moves it fails loudly."""
+    topic = unique_name("outbox-undrained")
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    producer = await _producer(kafka_bootstrap)
+    try:
+        assert not undrained(producer, topic, 0)
+        ack = await producer.send(topic, b"v", key=b"k", partition=0)  # queued, not yet sent
+        assert undrained(producer, topic, 0)
+        assert not undrained(producer, topic, 1)
+        await ack
+        assert not undrained(producer, topic, 0)
+    finally:
+        await producer.stop()

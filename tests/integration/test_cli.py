@@ -73,13 +73,13 @@ def test_topics_create_then_describe(kafka_bootstrap: str) -> None:
     first = cli("topics", "create", broker=kafka_bootstrap, prefix=prefix)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"{prefix}.connections" in first.stdout
-    assert "created 13 topic(s)" in first.stdout  # 10 databite topics + 3 changelogs
+    assert "created 14 topic(s)" in first.stdout  # 11 databite topics + 3 changelogs
     again = cli("topics", "create", broker=kafka_bootstrap, prefix=prefix)
     assert again.returncode == 0
     assert "created 0 topic(s)" in again.stdout
     described = cli("topics", "describe", broker=kafka_bootstrap, prefix=prefix)
     assert described.returncode == 0
-    assert described.stdout.count("ok") >= 10
+    assert described.stdout.count("ok") >= 11
 
 
 async def test_a_compacted_input_created_as_delete_is_an_error(kafka_bootstrap: str) -> None:

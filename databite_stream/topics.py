@@ -63,7 +63,8 @@ __all__ = (
 )
 
 Cleanup = Literal["compact", "delete"]
-DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +170,12 @@ TICKS = TopicSpec(
     key="none: each tick is sent to the scheduler partition it is for",
     values=(Tick,),
     cleanup="delete",
-    retention_ms=3600 * 1000,
+    retention_ms=HOUR_MS,
     internal=True,
     description="Ticks for the scheduler: 'look at your due index now' (co-partitioned with "
     "the inbox, apart from it so that a tick never queues behind the inbox's events).",
     # an hour-long segment, or retention (which deletes whole segments) would never apply
-    extra_config={"segment.ms": str(3600 * 1000)},
+    extra_config={"segment.ms": str(HOUR_MS)},
 )
 WORK = TopicSpec(
     "internal.work",

@@ -2,8 +2,10 @@
 
 Prints one table: next-run computations per second (croniter as a naive engine would call it,
 our uncached cron path, our cached cron path, intervals), due-index upserts/pops per second and
-bytes per entry at 1,000,000 entries (tracemalloc), and the cost of an idle tick (``peek`` on a
-full index). Each figure is the median of several repeats; ratios are against the croniter
+bytes per entry at 1,000,000 entries (tracemalloc), the cost of an idle tick (``peek`` on a
+full index), and the scheduler's pure work per run (decode a job row, plan the run, encode the
+row, record the run's completion, encode it again: what a worker does per run besides Kafka
+and the executor). Each figure is the median of several repeats; ratios are against the croniter
 baseline measured in the same run. Run: ``.venv/bin/python benchmarks/bench_schedule.py``
 (``--quick`` for a smoke run with smaller sizes).
 """
@@ -19,8 +21,18 @@ from collections.abc import Callable
 
 from croniter import croniter
 
-from databite_stream.schedule import DueIndex, next_run_after, parse_schedule
+from databite_stream.schedule import (
+    DueIndex,
+    FirstRun,
+    Policy,
+    create_job,
+    next_run_after,
+    on_run_finished,
+    parse_schedule,
+    plan_due,
+)
 from databite_stream.schedule.cron import CronRule, compiled_cron
+from databite_stream.stream.rows import JobRow, decode_job_row, encode_job_row
 
 T0 = 1_700_000_000_000
 Row = tuple[str, float, str, str]  # name, value, unit, target/ratio
@@ -182,6 +194,32 @@ def bench_index(n: int, repeats: int) -> list[Row]:
     ]
 
 
+def bench_run_transitions(n: int, repeats: int) -> list[Row]:
+    """Per run: decode the job's row, ``plan_due``, encode, ``on_run_finished``, encode, for
+    ``n`` jobs of distinct connections (a worker's share of 100,000 is 50,000: caches in
+    front of the row codec must not be what makes the figure)."""
+    policy = Policy(first_run=FirstRun.GRID)
+    spec = parse_schedule("10s")
+    rows = []
+    for i in range(n):
+        state = create_job(f"conn-{i:06d}", "records", spec, T0, policy)
+        rows.append((encode_job_row(JobRow(3, state)), state.job_id))
+    at = T0 + 20_000
+
+    def one_round() -> int:
+        for raw, key in rows:
+            row = decode_job_row(raw, key)
+            state, runs = plan_due(row.state, at, policy)
+            encode_job_row(JobRow(3, state))
+            for run in runs:
+                done, _ = on_run_finished(state, run.run_id, True, at + 5, policy)
+                encode_job_row(JobRow(3, done))
+        return n
+
+    rate = median_rate(one_round, repeats)
+    return [(f"scheduler: one run's transitions + row codec (n={n:,})", 1e6 / rate, "µs", "")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
@@ -191,7 +229,11 @@ def main() -> None:
     n_next = 20_000 if args.quick else 200_000
     n_index = 100_000 if args.quick else 1_000_000
 
-    rows = bench_next_run(n_next, repeats) + bench_index(n_index, repeats)
+    rows = (
+        bench_next_run(n_next, repeats)
+        + bench_index(n_index, repeats)
+        + bench_run_transitions(20_000 if args.quick else 50_000, repeats)
+    )
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'median':>14}  {'unit':<6}  note")
     print("-" * (width + 40))

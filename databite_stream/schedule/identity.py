@@ -39,6 +39,8 @@ def _escape(part: str) -> str:
 
 
 def _unescape(part: str, whole: str) -> str:
+    if "%" not in part:
+        return part  # the usual id: nothing escaped (a job row is decoded per run)
     out: list[str] = []
     i = 0
     while True:

@@ -31,10 +31,9 @@ the state unchanged; ``len(pending) <= max(1, catch_up_max)``; with overlap othe
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from databite_stream.schedule.errors import PolicyError
 from databite_stream.schedule.identity import job_id as make_job_id
@@ -129,8 +128,7 @@ class Policy:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class DueRun:
+class DueRun(NamedTuple):  # a named tuple, like JobState (built per run)
     """A run the scheduler must hand to the executor."""
 
     run_id: str
@@ -143,8 +141,7 @@ class DueRun:
     """``schedule``, ``catch_up`` or ``run_now``."""
 
 
-@dataclass(frozen=True, slots=True)
-class InFlight:
+class InFlight(NamedTuple):  # a named tuple, like JobState (built per run)
     """A run that was emitted and has not finished."""
 
     run_id: str
@@ -156,9 +153,12 @@ class InFlight:
     """After this instant the run is declared lost."""
 
 
-@dataclass(frozen=True, slots=True)
-class JobState:
-    """Everything the scheduler knows about one job. Replace, never mutate."""
+class JobState(NamedTuple):
+    """Everything the scheduler knows about one job. Replace, never mutate.
+
+    A named tuple, not a frozen dataclass: it is just as immutable, and a run builds ~4 of
+    them (a transition each), at ~0.6 µs instead of ~2 µs (a frozen dataclass sets each of
+    its 19 fields through ``object.__setattr__``)."""
 
     job_id: str
     connection_id: str
@@ -190,19 +190,18 @@ class JobState:
     """Runs declared lost after their lease (a metric, never reset)."""
 
 
-_JOB_FIELDS = tuple(f.name for f in fields(JobState))
-_JOB_POSITION = {name: i for i, name in enumerate(_JOB_FIELDS)}
-_job_values = operator.attrgetter(*_JOB_FIELDS)
+_JOB_POSITION = {name: i for i, name in enumerate(JobState._fields)}
+_new_state = tuple.__new__
 
 
 def replace(state: JobState, /, **changes: Any) -> JobState:
-    """``dataclasses.replace`` for :class:`JobState`, ~40 % faster: the standard one inspects
-    the class's fields on every call, and a run goes through several transitions (~4 µs of
-    a ~200 µs budget each). An unknown field name raises ``KeyError``."""
-    values = list(_job_values(state))
+    """``state._replace(**changes)``, ~4x faster (``_replace`` goes through a dict of every
+    field; a run goes through several transitions). An unknown field name raises
+    ``KeyError``."""
+    values = list(state)
     for name, value in changes.items():
         values[_JOB_POSITION[name]] = value
-    return JobState(*values)
+    return _new_state(JobState, values)
 
 
 def _next(state: JobState, after_ms: int, spec: ScheduleSpec | None = None) -> int | None:
@@ -245,7 +244,8 @@ def _known(state: JobState, run_id: str) -> bool:
     )
 
 
-def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy) -> JobState:
+def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy, **also: Any) -> JobState:
+    """``state`` with ``run`` in flight (and the changes ``also``, in the same replace)."""
     flight = InFlight(
         run.run_id, run.scheduled_for_ms, run.reason, now_ms, now_ms + policy.lease_ms
     )
@@ -254,6 +254,15 @@ def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy) -> JobSta
         in_flight=(*state.in_flight, flight),
         last_run_id=run.run_id,
         last_scheduled_ms=run.scheduled_for_ms,
+        **also,
+    )
+
+
+def _may_start(state: JobState, run: DueRun, policy: Policy) -> bool:
+    """Whether the overlap policy lets ``run`` start now. A run handed over ahead of its
+    time (dispatch ahead) has not started: it does not overlap a run due before it."""
+    return policy.overlap is Overlap.ALLOW or not any(
+        f.scheduled_for_ms <= run.scheduled_for_ms for f in state.in_flight
     )
 
 
@@ -265,10 +274,7 @@ def _admit(
     for run in runs:
         if _known(state, run.run_id):
             continue  # replayed request or schedule time: already emitted or queued
-        # a run handed over ahead of its time (dispatch ahead) has not started: it does not
-        # overlap a run due before it
-        started = any(f.scheduled_for_ms <= run.scheduled_for_ms for f in state.in_flight)
-        if not started or policy.overlap is Overlap.ALLOW:
+        if _may_start(state, run, policy):
             state = _launch(state, run, now_ms, policy)
             emitted.append(run)
         elif (backlog and len(state.pending) < max(1, policy.catch_up_max)) or (
@@ -338,7 +344,11 @@ def plan_due(state: JobState, now_ms: int, policy: Policy) -> tuple[JobState, li
             runs.append(DueRun(make_run_id(job, point), job, point, RunReason.CATCH_UP))
             point = _next(state, point)
         backlog = True
-    state = replace(state, next_run_ms=_next(state, now_ms))
+    nxt = _next(state, now_ms)
+    if len(runs) == 1 and not _known(state, runs[0].run_id) and _may_start(state, runs[0], policy):
+        # the common case in one replace, not two (a run takes ~4 of them, ~2 µs each)
+        return _launch(state, runs[0], now_ms, policy, next_run_ms=nxt), [*emitted, runs[0]]
+    state = replace(state, next_run_ms=nxt)
     state, more = _admit(state, runs, now_ms, policy, backlog=backlog)
     return state, emitted + more
 

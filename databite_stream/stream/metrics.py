@@ -8,12 +8,19 @@ connector ids, sync names, statuses and error kinds.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 from databite_stream.models import ExecutionResult
 
@@ -64,30 +71,80 @@ class _StateCollector(Collector):
         )
 
 
+class Buckets:
+    """One histogram's counts (per label value), kept by hand and exposed at scrape time.
+
+    Each run observes two histograms; prometheus-client's ``Histogram.observe`` walks the
+    buckets in Python under a lock (~2 µs each, ~2 % of a worker's CPU at 10,000 runs/s).
+    This is a C ``bisect`` and a list increment; every update and every scrape happen on the
+    worker's event loop, so no lock is needed. The exposition is prometheus-client's own
+    (``HistogramMetricFamily``); a unit test compares it with a ``Histogram``'s.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: tuple[float, ...], label: str | None = None
+    ) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = (*buckets, INF)
+        #: label value ("" without a label) -> (counts per bucket, sum)
+        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        if label is None:  # shown before the first observation, as prometheus-client does
+            self.series[""] = ([0] * len(self.bounds), [0.0])
+
+    def observe(self, value: float, label: str = "") -> None:
+        series = self.series.get(label)
+        if series is None:
+            series = self.series[label] = ([0] * len(self.bounds), [0.0])
+        series[0][bisect_left(self.bounds, value)] += 1
+        series[1][0] += value
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=[self.label] if self.label else None
+        )
+        # prometheus-client's own edge format (``+Inf``, ``0.005``); it ships no annotation
+        edges: list[str] = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        for label, (counts, total) in sorted(self.series.items()):
+            cumulative, running = [], 0
+            for edge, count in zip(edges, counts, strict=True):
+                running += count
+                cumulative.append((edge, running))
+            family.add_metric([label] if self.label else [], cumulative, total[0])
+        return family
+
+
+class _BucketsCollector(Collector):
+    def __init__(self, *histograms: Buckets) -> None:
+        self.histograms = histograms
+
+    def collect(self) -> Iterator[Metric]:
+        for histogram in self.histograms:
+            yield histogram.collect()
+
+
 class Metrics:
     def __init__(self, sa: StreamApp) -> None:
         self.registry = CollectorRegistry()
         self._runs_by_outcome: dict[tuple[str, str, str, str], Any] = {}
-        self._by_kind: dict[str, tuple[Any, Any]] = {}
+        self._retries_by_kind: dict[str, Any] = {}
         self.runs = Counter(
             "databite_runs",
             "Finished sync runs and action calls",
             ["kind", "connector", "status", "error_kind"],
             registry=self.registry,
         )
-        self.duration = Histogram(
+        self.duration = Buckets(
             "databite_run_duration_seconds",
             "Execution time of a run (all attempts)",
-            ["kind"],
-            buckets=_DURATION_BUCKETS,
-            registry=self.registry,
+            _DURATION_BUCKETS,
+            label="kind",
         )
-        self.lateness = Histogram(
+        self.lateness = Buckets(
             "databite_run_lateness_seconds",
             "Start of a scheduled run minus the time it was scheduled for",
-            buckets=_LATENESS_BUCKETS,
-            registry=self.registry,
+            _LATENESS_BUCKETS,
         )
+        self.registry.register(_BucketsCollector(self.duration, self.lateness))
         self.retries = Counter(
             "databite_retries", "Attempts beyond the first", ["kind"], registry=self.registry
         )
@@ -117,15 +174,12 @@ class Metrics:
         if runs is None:
             runs = self._runs_by_outcome[outcome] = self.runs.labels(*outcome)
         runs.inc()
-        kind = self._by_kind.get(result.kind)
-        if kind is None:
-            kind = self._by_kind[result.kind] = (
-                self.duration.labels(result.kind),
-                self.retries.labels(result.kind),
-            )
-        kind[0].observe(result.execution_time_ms / 1000)
+        self.duration.observe(result.execution_time_ms / 1000, result.kind)
         if result.attempts > 1:
-            kind[1].inc(result.attempts - 1)
+            retries = self._retries_by_kind.get(result.kind)
+            if retries is None:
+                retries = self._retries_by_kind[result.kind] = self.retries.labels(result.kind)
+            retries.inc(result.attempts - 1)
         if result.scheduled_for_ms is not None:
             self.lateness.observe(max(0, result.started_at_ms - result.scheduled_for_ms) / 1000)
         if result.summary is not None:
@@ -140,7 +194,7 @@ class Metrics:
         execution_time_ms: float,
     ) -> None:
         self.runs.labels("action", connector, "success" if success else "failure", error_kind).inc()
-        self.duration.labels("action").observe(execution_time_ms / 1000)
+        self.duration.observe(execution_time_ms / 1000, "action")
         self.retries.labels("action").inc(max(0, attempts - 1))
 
     def render(self) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,8 +39,7 @@ __all__ = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class JobRow:
+class JobRow(NamedTuple):  # a named tuple, like JobState (built several times per run)
     partition: int
     state: JobState
     checkpoint: Checkpoint = None
@@ -187,29 +186,33 @@ def decode_job_row(raw: bytes, key: str) -> JobRow:
         checkpoint,
     ) = _fields(raw, key)
     connection_id, sync_name = _parse_job_id(job)
-    state = JobState(
-        job_id=job,
-        connection_id=connection_id,
-        sync_name=sync_name,
-        schedule=_spec(schedule),
-        anchor_ms=anchor_ms,
-        next_run_ms=next_run_ms,
-        paused=paused,
-        pause_reason=pause_reason,
-        last_scheduled_ms=last_scheduled_ms,
-        last_run_id=last_run_id,
-        last_finished_run_id=last_finished_run_id,
-        last_finished_ms=last_finished_ms,
-        last_success=last_success,
-        last_result=last_result,
-        consecutive_failures=consecutive_failures,
-        in_flight=tuple(
+    state = JobState(  # positional: keywords cost a named tuple ~1 µs more (hot path)
+        job,
+        connection_id,
+        sync_name,
+        _spec(schedule),
+        anchor_ms,
+        next_run_ms,
+        paused,
+        pause_reason,
+        last_scheduled_ms,
+        last_run_id,
+        last_finished_run_id,
+        last_finished_ms,
+        last_success,
+        last_result,
+        consecutive_failures,
+        tuple(
             InFlight(r, at, RunReason(reason), started, lease)
             for r, at, reason, started, lease in in_flight
-        ),
-        pending=tuple(DueRun(r, job, at, RunReason(reason)) for r, at, reason in pending),
-        skipped_runs=skipped_runs,
-        lost_runs=lost_runs,
+        )
+        if in_flight
+        else (),
+        tuple(DueRun(r, job, at, RunReason(reason)) for r, at, reason in pending)
+        if pending
+        else (),
+        skipped_runs,
+        lost_runs,
     )
     return JobRow(partition=partition, state=state, checkpoint=checkpoint)
 

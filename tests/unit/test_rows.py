@@ -3,8 +3,6 @@ schedule.wake_at_ms (the due-index rebuild relies on it)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import orjson
 import pytest
 
@@ -46,15 +44,14 @@ def test_job_wake_matches_wake_at_ms(
         InFlight(f"conn-1/records@{i}", NOW, RunReason.SCHEDULE, NOW, lease)
         for i, lease in enumerate(leases)
     )
-    state = dataclasses.replace(state, paused=paused, next_run_ms=next_run, in_flight=in_flight)
+    state = state._replace(paused=paused, next_run_ms=next_run, in_flight=in_flight)
     assert job_wake(encode_job_row(JobRow(5, state))) == (5, wake_at_ms(state))
 
 
 def _busy_state() -> JobState:
     """A job with every field away from its default."""
     state = create_job("conn/1", "records", parse_schedule("*/5 * * * * *"), NOW, Policy())
-    return dataclasses.replace(
-        state,
+    return state._replace(
         paused=True,
         pause_reason="manual",
         last_scheduled_ms=NOW - 5_000,
@@ -76,8 +73,8 @@ def _busy_state() -> JobState:
     [
         JobRow(0, create_job("conn-1", "records", parse_schedule("1h"), NOW, Policy())),
         JobRow(7, _busy_state(), checkpoint={"cursor": "abc", "page": 3}),
-        JobRow(2, dataclasses.replace(_busy_state(), lost_runs=0, skipped_runs=0)),
-        JobRow(2, dataclasses.replace(_busy_state(), consecutive_failures=0, in_flight=())),
+        JobRow(2, _busy_state()._replace(lost_runs=0, skipped_runs=0)),
+        JobRow(2, _busy_state()._replace(consecutive_failures=0, in_flight=())),
     ],
 )
 def test_job_row_round_trips(row: JobRow) -> None:

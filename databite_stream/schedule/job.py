@@ -244,8 +244,7 @@ def _known(state: JobState, run_id: str) -> bool:
     )
 
 
-def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy, **also: Any) -> JobState:
-    """``state`` with ``run`` in flight (and the changes ``also``, in the same replace)."""
+def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy) -> JobState:
     flight = InFlight(
         run.run_id, run.scheduled_for_ms, run.reason, now_ms, now_ms + policy.lease_ms
     )
@@ -254,7 +253,6 @@ def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy, **also: A
         in_flight=(*state.in_flight, flight),
         last_run_id=run.run_id,
         last_scheduled_ms=run.scheduled_for_ms,
-        **also,
     )
 
 
@@ -344,11 +342,7 @@ def plan_due(state: JobState, now_ms: int, policy: Policy) -> tuple[JobState, li
             runs.append(DueRun(make_run_id(job, point), job, point, RunReason.CATCH_UP))
             point = _next(state, point)
         backlog = True
-    nxt = _next(state, now_ms)
-    if len(runs) == 1 and not _known(state, runs[0].run_id) and _may_start(state, runs[0], policy):
-        # the common case in one replace, not two (a run takes ~4 of them, ~2 µs each)
-        return _launch(state, runs[0], now_ms, policy, next_run_ms=nxt), [*emitted, runs[0]]
-    state = replace(state, next_run_ms=nxt)
+    state = replace(state, next_run_ms=_next(state, now_ms))
     state, more = _admit(state, runs, now_ms, policy, backlog=backlog)
     return state, emitted + more
 

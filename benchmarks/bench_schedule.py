@@ -5,7 +5,9 @@ our uncached cron path, our cached cron path, intervals), due-index upserts/pops
 bytes per entry at 1,000,000 entries (tracemalloc), the cost of an idle tick (``peek`` on a
 full index), and the scheduler's pure work per run (decode a job row, plan the run, encode the
 row, record the run's completion, encode it again: what a worker does per run besides Kafka
-and the executor). Each figure is the median of several repeats; ratios are against the croniter
+and the executor), and the executor's own work for one no-op sync run (``Executor.run_sync``
+of the echo connector with 0 records: validation, redaction, the attempt's timeout, the
+result; no Kafka). Each figure is the median of several repeats; ratios are against the croniter
 baseline measured in the same run. Run: ``.venv/bin/python benchmarks/bench_schedule.py``
 (``--quick`` for a smoke run with smaller sizes).
 """
@@ -19,8 +21,12 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
+import uvloop
 from croniter import croniter
 
+from databite_stream.connectors.echo import echo_connector
+from databite_stream.execution import Executor
+from databite_stream.models import Connection, Integration, SyncBatch
 from databite_stream.schedule import (
     DueIndex,
     FirstRun,
@@ -220,6 +226,47 @@ def bench_run_transitions(n: int, repeats: int) -> list[Row]:
     return [(f"scheduler: one run's transitions + row codec (n={n:,})", 1e6 / rate, "µs", "")]
 
 
+def bench_executor_run(n: int, repeats: int) -> list[Row]:
+    """Per run: ``Executor.run_sync`` of a no-op echo sync, awaited one after another on the
+    event loop the worker uses by default (uvloop): the executor's share of a worker's
+    per-run CPU in the 10,000 runs/s case, without Kafka or the stream layer around it."""
+    connection = Connection(
+        id="conn-000001",
+        integration_id="int-1",
+        connector_id=echo_connector.id,
+        config={"api_key": "k-123456", "record_count": 0},
+    )
+    integration = Integration(id="int-1", name="Echo", connector_id=echo_connector.id)
+
+    async def on_batch(_batch: SyncBatch) -> None:
+        return None
+
+    async def rounds() -> list[float]:
+        rates = []
+        async with Executor() as executor:
+            for _ in range(repeats):
+                started = time.perf_counter()
+                for i in range(n):
+                    result = await executor.run_sync(
+                        echo_connector,
+                        "records",
+                        connection,
+                        integration,
+                        run_id=f"conn-000001/records@{i}",
+                        on_batch=on_batch,
+                        job_id="conn-000001/records",
+                        scheduled_for_ms=i,
+                    )
+                    if not result.success:
+                        raise RuntimeError(f"the no-op run failed: {result.error}")
+                rates.append(n / (time.perf_counter() - started))
+        return rates
+
+    rates = uvloop.run(rounds())
+    rate = statistics.median(rates)
+    return [(f"executor: one no-op sync run, run_sync (n={n:,})", 1e6 / rate, "µs", "")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
@@ -233,6 +280,7 @@ def main() -> None:
         bench_next_run(n_next, repeats)
         + bench_index(n_index, repeats)
         + bench_run_transitions(20_000 if args.quick else 50_000, repeats)
+        + bench_executor_run(10_000 if args.quick else 50_000, repeats)
     )
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'median':>14}  {'unit':<6}  note")

@@ -256,14 +256,6 @@ def _launch(state: JobState, run: DueRun, now_ms: int, policy: Policy) -> JobSta
     )
 
 
-def _may_start(state: JobState, run: DueRun, policy: Policy) -> bool:
-    """Whether the overlap policy lets ``run`` start now. A run handed over ahead of its
-    time (dispatch ahead) has not started: it does not overlap a run due before it."""
-    return policy.overlap is Overlap.ALLOW or not any(
-        f.scheduled_for_ms <= run.scheduled_for_ms for f in state.in_flight
-    )
-
-
 def _admit(
     state: JobState, runs: list[DueRun], now_ms: int, policy: Policy, *, backlog: bool
 ) -> tuple[JobState, list[DueRun]]:
@@ -272,7 +264,10 @@ def _admit(
     for run in runs:
         if _known(state, run.run_id):
             continue  # replayed request or schedule time: already emitted or queued
-        if _may_start(state, run, policy):
+        # a run handed over ahead of its time (dispatch ahead) has not started: it does not
+        # overlap a run due before it
+        started = any(f.scheduled_for_ms <= run.scheduled_for_ms for f in state.in_flight)
+        if not started or policy.overlap is Overlap.ALLOW:
             state = _launch(state, run, now_ms, policy)
             emitted.append(run)
         elif (backlog and len(state.pending) < max(1, policy.catch_up_max)) or (

@@ -452,6 +452,28 @@ class ResultTap:
                         )
                     )
 
+    def pause(self) -> None:
+        """Stop fetching (the loop keeps polling, fetching nothing) until :meth:`catch_up`.
+        The results carry their own start and scheduled times, so reading them later gives
+        the same figures, without this process taking CPU from the workers meanwhile."""
+        assert self._consumer is not None
+        self._consumer.pause(*self._consumer.assignment())
+
+    async def catch_up(self, timeout: float) -> bool:
+        """Fetch again and wait until every result published so far has been read."""
+        consumer = self._consumer
+        assert consumer is not None
+        parts = consumer.assignment()
+        consumer.resume(*parts)
+        ends = await consumer.end_offsets(list(parts))
+        t0 = time.monotonic()
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                if time.monotonic() - t0 > timeout:
+                    return False
+                await asyncio.sleep(0.1)
+        return True
+
     async def wait_count(self, n: int, timeout: float) -> bool:
         t0 = time.monotonic()
         while len(self.rows) < n:

@@ -69,6 +69,11 @@ from databite_stream.wire import DueJob
 PRECISION_TARGETS_MS = {1_000: 50, 10_000: 250}
 BENCH_ENV = {"DATABITE_FIRST_RUN": "next_grid", "DATABITE_LOG_LEVEL": "info"}
 POLICY = Policy(first_run=FirstRun.GRID)  # the rows a worker with BENCH_ENV writes
+#: seeded precision runs begin this long after the seeding (workers were up ~2 s after it):
+#: runs due meanwhile would all run at once at start, a catch-up wave, not the steady state
+SEED_LEAD_S = 15.0
+SETTLED_MEDIAN_MS = 100  # see _settle
+SETTLED_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -415,11 +420,13 @@ async def bench_precision(
     try:
         if seeded:
             # each job's first run computed for it, as a live ingest would: spread evenly
-            await seed_state(dep, n, schedule, policy=POLICY, spread=True)
+            await seed_state(
+                dep, n, schedule, policy=POLICY, spread=True, first_after_s=SEED_LEAD_S
+            )
         pids = await start_workers(dep, workers)
         if not seeded:
             await ingest(dep, n, schedule)
-        settled_s, drained = await _settle(tap)
+        settled_s, drained = await _settle(tap, timeout=180.0 if seeded else 90.0)
         # read after the window, not during it: a live consumer here took ~10 % of a core
         # from the workers at 10,000 runs/s (each result carries its own times)
         tap.pause()
@@ -453,7 +460,8 @@ async def bench_precision(
             + (
                 "after the ingest (the backlog it left drained)"
                 if drained
-                else "after the ingest, without ever running < 500 ms late for 3 s"
+                else f"after the ingest, without a median under {SETTLED_MEDIAN_MS} ms for "
+                f"{SETTLED_SECONDS} s"
             ),
         ),
         row("precision", f"{tag}: " + "lateness at start: p50", percentile(start_late, 0.5), "ms"),
@@ -495,18 +503,24 @@ async def bench_precision(
 
 
 async def _settle(tap: Any, timeout: float = 90.0) -> tuple[float, bool]:
-    """(seconds, drained?) until the backlog left by the ingest has drained: runs due in
-    each of the last 3 seconds started less than 500 ms late (at least 10 s, at most
-    ``timeout``: then the load is more than the workers keep up with)."""
+    """(seconds, drained?) until the backlog of the start has drained: the median lateness
+    of the runs due in each of the last ``SETTLED_SECONDS`` seconds is under
+    ``SETTLED_MEDIAN_MS`` (at least 10 s, at most ``timeout``: then the load is more than
+    the workers keep up with). The median, not the max: a queue left by the start shows in
+    every run of a second, a steady-state tail in a few, and the window measures that tail.
+
+    Why a start leaves a queue: cold workers and a cold broker (its JIT compiles during the
+    first minute) fell ~4 s behind at 10,000 runs/s in the first 40 s, and drained it over the
+    next ~60 s at a margin of a few percent."""
     t0 = time.monotonic()
     await asyncio.sleep(10)
     calm = 0
-    while calm < 3 and time.monotonic() - t0 < timeout:
+    while calm < SETTLED_SECONDS and time.monotonic() - t0 < timeout:
         await asyncio.sleep(1)
         now = int(time.time() * 1000)
-        recent = [r[1] - r[0] for r in tap.rows if now - 2000 <= r[0] < now - 1000]
-        calm = calm + 1 if recent and max(recent) < 500 else 0
-    return time.monotonic() - t0, calm >= 3
+        recent = sorted(r[1] - r[0] for r in tap.rows if now - 2000 <= r[0] < now - 1000)
+        calm = calm + 1 if recent and recent[len(recent) // 2] < SETTLED_MEDIAN_MS else 0
+    return time.monotonic() - t0, calm >= SETTLED_SECONDS
 
 
 def plot_lateness(

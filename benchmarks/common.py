@@ -282,6 +282,7 @@ async def seed_state(
     start: int = 0,
     policy: Policy | None = None,
     spread: bool = False,
+    first_after_s: float = 0.0,
 ) -> float:
     """Write what a deployment holding ``n`` echo connections leaves in Kafka, without a
     worker: the connections (input topic, offsets committed for the worker group), the
@@ -293,7 +294,10 @@ async def seed_state(
     worker started afterwards must report ``n`` jobs rebuilt (checked by the caller).
 
     Every job gets the first job's row (one due time for all) unless ``spread``: then each
-    job's first run is computed for it (a schedule with jitter spreads them; ~10 µs a job)."""
+    job's first run is computed for it (a schedule with jitter spreads them; ~10 µs a job),
+    as of ``first_after_s`` from now: first runs that fall due while the workers start and
+    recover would all run at once when they are up, a catch-up wave rather than the steady
+    state a precision run measures."""
     from databite_stream.catalog import plan_connection
     from databite_stream.connectors import default_registry
     from databite_stream.schedule import create_job, parse_schedule
@@ -307,9 +311,10 @@ async def seed_state(
         conn0, echo_integration(), default_registry(), default_schedule=settings.default_interval
     )
     now = int(time.time() * 1000)
+    first = now + int(first_after_s * 1000)
     spec = parse_schedule(planned.schedule)
     pol = policy or Policy()
-    state0 = create_job(conn0.id, planned.sync_name, spec, now, pol)
+    state0 = create_job(conn0.id, planned.sync_name, spec, first, pol)  # anchor: as below
     conn_row0 = orjson.loads(ConnectionRow(0, conn0, (planned.job_id,)).encode())
     job_row0 = orjson.loads(encode_job_row(JobRow(0, state0)))
     doc = orjson.loads(doc0)
@@ -333,7 +338,7 @@ async def seed_state(
             conn_row0[1], conn_row0[2] = part, cid  # format 2: [2, p, id, ...]
             job_row0[1] = part  # format 3: [3, p, schedule, anchor, next, ...] (key: job id)
             if spread:
-                job_row0[4] = create_job(cid, planned.sync_name, spec, now, pol).next_run_ms
+                job_row0[4] = create_job(cid, planned.sync_name, spec, first, pol).next_run_ms
             for topic, key, value in (
                 (topics[0], cid.encode(), orjson.dumps(doc)),
                 (topics[1], orjson.dumps(cid), orjson.dumps(conn_row0)),

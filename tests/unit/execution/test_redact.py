@@ -49,3 +49,16 @@ def test_with_secrets_adds_and_empty_redactor_is_identity() -> None:
 
 def test_mask_values_keeps_keys() -> None:
     assert mask_values({"a": 1, "b": "x"}) == {"a": MASK, "b": MASK}
+
+
+def test_masks_the_same_whichever_method_is_used_first() -> None:
+    # the pattern is built on first use; redact() of a structure, then text(), and the
+    # other order give the same masking
+    config = {"token": SECRET, "n": 3, "flag": True, "none": None, "f": 1.5}
+    first = Redactor.for_configs(connection=config)
+    assert first.redact({"x": [SECRET, 3, None]}) == {"x": [MASK, 3, None]}
+    assert first.text(f"t={SECRET}") == f"t={MASK}"
+    second = Redactor(first.secrets)
+    assert second.text(f"t={SECRET}") == f"t={MASK}"
+    assert second.redact((SECRET, 1.5)) == (MASK, 1.5)
+    assert first.secrets == frozenset({SECRET})  # numbers, booleans and None are not secrets

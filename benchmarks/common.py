@@ -263,15 +263,23 @@ def echo_connections(
     n: int, schedule: str, *, start: int = 0, integration_id: str = "int-echo"
 ) -> list[tuple[bytes, bytes]]:
     """``n`` echo connections with no-op syncs (``record_count: 0``) and ``schedule``; one
-    job each (echo has one sync, ``records``)."""
+    job each (echo has one sync, ``records``), each with its own key (:func:`echo_key`)."""
     template = echo_connection(id="conn-X", integration_id=integration_id, record_count=0)
     doc = orjson.loads(template.model_dump_json())
     doc["sync_interval"] = schedule
     items = []
     for i in range(start, start + n):
         doc["id"] = f"conn-{i:07d}"
+        doc["config"]["api_key"] = echo_key(i)
         items.append((doc["id"].encode(), orjson.dumps(doc)))
     return items
+
+
+def echo_key(i: int) -> str:
+    """Connection ``i``'s secret. Distinct per connection, as real tokens are: with one
+    shared config the executor's per-config redactor memo hit on every run, which a
+    deployment with more connections than the memo holds (16,384) never sees."""
+    return f"echo-key-{i:07d}"
 
 
 async def seed_state(
@@ -336,6 +344,7 @@ async def seed_state(
             part = partition_for(cid.encode(), dep.partitions)
             doc["id"] = cid
             conn_row0[1], conn_row0[2] = part, cid  # format 2: [2, p, id, ...]
+            doc["config"]["api_key"] = conn_row0[5]["api_key"] = echo_key(i)  # [.., config, ..]
             job_row0[1] = part  # format 3: [3, p, schedule, anchor, next, ...] (key: job id)
             if spread:
                 job_row0[4] = create_job(cid, planned.sync_name, spec, first, pol).next_run_ms

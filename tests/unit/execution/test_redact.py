@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from databite_stream.redact import MASK, Redactor, collect_secrets, mask_values
 
 SECRET = "sk_live_Zx9/+q=="
@@ -62,3 +64,18 @@ def test_masks_the_same_whichever_method_is_used_first() -> None:
     assert second.text(f"t={SECRET}") == f"t={MASK}"
     assert second.redact((SECRET, 1.5)) == (MASK, 1.5)
     assert first.secrets == frozenset({SECRET})  # numbers, booleans and None are not secrets
+
+
+def test_building_a_redactor_leaves_no_garbage_cycles() -> None:
+    # a worker with more connections than the memo builds one per run: cycles would pile
+    # up between collections (the worker collects young objects rarely, see stream/heap.py)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(200):
+            config = {"token": f"{SECRET}-{i}", "nested": {"list": [f"other-{i}-secret", 1]}}
+            red = Redactor.for_configs(connection=config, integration={"client_secret": "s3cr3t!"})
+            assert red.text(f"{SECRET}-{i}") == MASK
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
@@ -87,7 +88,9 @@ def _variants(secret: str) -> set[str]:
 
 
 _CACHE_SIZE = 16_384
-_BY_CONFIGS: dict[bytes, Redactor] = {}
+#: an OrderedDict for its O(1) popitem: evicting from the front of a plain dict with
+#: ``next(iter(d))`` scans the deleted slots first (~5 µs a miss once full)
+_BY_CONFIGS: OrderedDict[bytes, Redactor] = OrderedDict()
 
 
 class Redactor:
@@ -140,7 +143,7 @@ class Redactor:
         cached = _BY_CONFIGS.get(fingerprint)
         if cached is None:
             if len(_BY_CONFIGS) >= _CACHE_SIZE:
-                _BY_CONFIGS.pop(next(iter(_BY_CONFIGS)))  # oldest first (insertion order)
+                _BY_CONFIGS.popitem(last=False)  # oldest first (insertion order)
             cached = _BY_CONFIGS[fingerprint] = cls._build(connection, integration)
         return cached
 

@@ -518,8 +518,8 @@ async def _settle(tap: Any, timeout: float = 90.0) -> tuple[float, bool]:
     while calm < SETTLED_SECONDS and time.monotonic() - t0 < timeout:
         await asyncio.sleep(1)
         now = int(time.time() * 1000)
-        recent = sorted(r[1] - r[0] for r in tap.rows if now - 2000 <= r[0] < now - 1000)
-        calm = calm + 1 if recent and recent[len(recent) // 2] < SETTLED_MEDIAN_MS else 0
+        recent = [r[1] - r[0] for r in tap.rows if now - 2000 <= r[0] < now - 1000]
+        calm = calm + 1 if recent and median(recent) < SETTLED_MEDIAN_MS else 0
     return time.monotonic() - t0, calm >= SETTLED_SECONDS
 
 

@@ -165,7 +165,7 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """``value`` with every secret (and its encoded forms) replaced by MASK."""
-        pattern = self._pattern if self._compiled else self._masker()
+        pattern = self._masker()
         if pattern is None:
             return value
         return pattern.sub(MASK, value)

@@ -543,11 +543,11 @@ async def test_due_runs_start_on_time_while_the_scheduler_is_backed_up(cluster: 
         if flooded_ms + 1000 <= (r.scheduled_for_ms or 0) <= drained_ms - 2000
     ]
     # the backlog took seconds; the runs due meanwhile did not wait for it: behind it they
-    # would be 2 s late or more. (A tick can still wait while the drain is blocked on the
-    # scheduler agent's full buffer: faust delivers every topic through one loop and pauses
-    # a partition only once its buffer is full; up to ~1.3 s was seen.)
+    # would be 2 s late or more. Nor did their due jobs wait behind the scheduler agent's full
+    # buffer (the consumer holds back only that partition, see stream.transport): when every
+    # fetched message waited for room in it, every other run started 0.85-1.3 s late, the
+    # scheduler having emitted it on time; since, at most ~100 ms.
     assert len(during) >= 2, (drained_ms - flooded_ms, len(during))
     late = sorted(r.started_at_ms - (r.scheduled_for_ms or 0) for r in during)
     print(f"runs due meanwhile started late by (ms): {late}")
-    assert late[len(late) // 2] < 1000, late
-    assert late[-1] < 2000, late
+    assert late[-1] < 750, late

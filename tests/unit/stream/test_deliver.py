@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import TP
 
-from databite_stream.stream.transport import YIELD_EVERY, _Consumer
+from databite_stream.stream.transport import YIELD_EVERY, _Consumer, _Held
 
 ACKED, UNACKED = "acked-topic", "unacked-topic"
 
@@ -18,14 +18,24 @@ ACKED, UNACKED = "acked-topic", "unacked-topic"
 class _FakeConsumer:
     """The attributes ``_deliver`` uses, recording what it does with them."""
 
+    _deliver_one = _Consumer._deliver_one
+
     def __init__(self) -> None:
         self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
         self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda t: t == ACKED))
         self.delivered: list[tuple[str, int, int]] = []
         self.gaps: list[tuple[TP, int, int]] = []
+        self._held = _Held()
+        self.full: set[TP] = set()  # partitions whose agent buffer is full
+        self.on_callback: Any = None  # called after each delivery
+
+    def _buffer_full(self, tp: TP) -> bool:
+        return tp in self.full
 
     async def callback(self, message: Any) -> None:
         self.delivered.append((message.topic, message.partition, message.offset))
+        if self.on_callback is not None:
+            self.on_callback()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         self.gaps.append((tp, offset_from, offset_to))
@@ -85,3 +95,67 @@ async def test_a_long_batch_lets_other_tasks_run_while_it_is_delivered() -> None
     assert len(consumer.delivered) == 3 * YIELD_EVERY
     # it ran at the first yield, not after the whole batch
     assert seen_at == [YIELD_EVERY]
+
+
+async def test_a_full_buffer_holds_back_only_its_own_partition() -> None:
+    consumer = _FakeConsumer()
+    consumer.full.add(TP(ACKED, 0))
+    await _deliver(consumer, _batch(ACKED, 0, [0, 1]) + _batch(UNACKED, 3, [7]))
+    # the due job behind the backlog is delivered; the backlog waits, and is not read yet
+    assert consumer.delivered == [(UNACKED, 3, 7)]
+    assert consumer._read_offset[TP(ACKED, 0)] is None
+    # still full: what comes next for it waits behind what is held
+    await _deliver(consumer, _batch(ACKED, 0, [2]) + _batch(UNACKED, 3, [8]))
+    assert consumer.delivered[-1] == (UNACKED, 3, 8)
+    # room again: the held messages go first, in order, before the new ones of the batch
+    consumer.full.clear()
+    await _deliver(consumer, _batch(ACKED, 0, [3]))
+    assert [o for t, _p, o in consumer.delivered if t == ACKED] == [0, 1, 2, 3]
+    assert consumer._read_offset[TP(ACKED, 0)] == 3
+    assert not consumer._held.by_tp
+
+
+async def test_a_buffer_that_fills_during_a_batch_holds_the_rest_of_its_partition() -> None:
+    consumer = _FakeConsumer()
+    tp = TP(ACKED, 0)
+
+    def fill_after_two() -> None:
+        if len(consumer.delivered) == 2:
+            consumer.full.add(tp)
+
+    consumer.on_callback = fill_after_two
+    await _deliver(consumer, _batch(ACKED, 0, [0, 1, 2, 3]) + _batch(ACKED, 1, [0]))
+    assert consumer.delivered == [(ACKED, 0, 0), (ACKED, 0, 1), (ACKED, 1, 0)]
+    assert [m.offset for m in consumer._held.by_tp[tp]] == [2, 3]
+    # a fetch with nothing new still offers what is held
+    consumer.full.clear()
+    await _deliver(consumer, [])
+    assert [o for _t, p, o in consumer.delivered if p == 0] == [0, 1, 2, 3]
+
+
+async def test_a_rebalance_drops_what_is_held_and_stops_the_delivery() -> None:
+    consumer = _FakeConsumer()
+    consumer.full.add(TP(ACKED, 0))
+    await _deliver(consumer, _batch(ACKED, 0, [0, 1]))
+    consumer.full.clear()
+
+    def rebalance() -> None:
+        # faust's stop_flow; the base class's part needs a real consumer
+        consumer._held.drop()
+
+    consumer.on_callback = rebalance
+    await _deliver(consumer, _batch(ACKED, 1, [0, 1]))
+    # the first held message was being delivered when the rebalance began: nothing after it
+    # (faust clears the agent buffers and fetches again from the committed offsets)
+    assert consumer.delivered == [(ACKED, 0, 0)]
+    assert not consumer._held.by_tp
+
+
+async def test_held_messages_are_bounded(monkeypatch: Any) -> None:
+    monkeypatch.setattr("databite_stream.stream.transport.HELD_MAX", 3)
+    consumer = _FakeConsumer()
+    consumer.full.add(TP(ACKED, 0))
+    await _deliver(consumer, _batch(ACKED, 0, [0, 1, 2, 3, 4]))
+    # past the bound the oldest is delivered anyway (faust's own wait for room), in order
+    assert consumer.delivered == [(ACKED, 0, 0), (ACKED, 0, 1)]
+    assert [m.offset for m in consumer._held.by_tp[TP(ACKED, 0)]] == [2, 3, 4]

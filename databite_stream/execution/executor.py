@@ -625,7 +625,10 @@ class Executor:
                     raise  # the caller cancelled us: not ours to swallow
                 error = _InnerCancellation("the handler's work was cancelled")
             except ConnectorError as exc:
-                error = exc
+                # kept as a value: its traceback holds this frame, whose ``error`` holds it
+                # back, a cycle per failed attempt that only the GC frees (the worker runs it
+                # rarely, see stream.heap); nothing reads a connector error's traceback
+                error = exc.with_traceback(None)
             except Exception as exc:
                 error = HandlerFailure(
                     f"{type(exc).__name__}: {exc}",

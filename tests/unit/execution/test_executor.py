@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -442,3 +443,38 @@ async def test_failed_refresh_is_an_auth_error(executor: Executor) -> None:
     assert result.error_kind is ErrorKind.AUTH
     assert result.attempts == 1
     assert "token refresh failed: POST /oauth/token returned 400" in (result.error or "")
+
+
+@pytest.mark.parametrize("failure", ["http_4xx", "http_5xx_retried", "handler", "timeout"])
+async def test_failed_runs_leave_no_cyclic_garbage(executor: Executor, failure: str) -> None:
+    """The worker raises the young-generation GC threshold to 500,000 (``stream.heap``): a
+    run that left cyclic garbage (an exception's traceback holding its frame, say) would
+    make collections of ~1 s under a failure-heavy load instead of none."""
+    connector, conn, integ = custom()
+
+    @connector.sync("failing", record=Rec, max_retries=2, timeout=0.01)
+    async def failing(ctx: Ctx) -> AsyncIterator[Batch]:
+        if failure == "http_4xx":
+            raise HttpClientError("GET /x returned 404", status=404)
+        if failure == "http_5xx_retried":
+            raise ServerError("GET /x returned 503", status=503)
+        if failure == "handler":
+            raise KeyError("missing")
+        await asyncio.sleep(10)
+        yield Batch()
+
+    async def runs(n: int) -> None:
+        for i in range(n):
+            result = await executor.run_sync(
+                connector, "failing", conn, integ, run_id=f"r{i}", on_batch=Sink()
+            )
+            assert not result.success, result
+
+    await runs(5)  # first-use caches (loggers, validators) are not per-run garbage
+    gc.collect()
+    gc.disable()
+    try:
+        await runs(50)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -100,25 +100,60 @@ class Redactor:
         secrets: the secret strings; values shorter than MIN_SECRET_LENGTH are ignored.
     """
 
-    __slots__ = ("_compiled", "_pattern", "_secrets")
+    __slots__ = ("_base", "_compiled", "_configs", "_pattern", "_secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: frozenset[str] = frozenset(
+        #: None until a deferred redactor (:meth:`deferred`) is first asked to mask something
+        self._secrets: frozenset[str] | None = frozenset(
             s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH
         )
+        self._configs: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None] | None = None
+        self._base: Redactor | None = None  # the memoized redactor a deferred one resolved to
         # compiled on first use: most runs never mask a string (a no-op sync, a run without
         # records or errors), and compiling was ~40 µs, paid by every run of a connection
         # whose redactor is not memoized (more connections than the memo holds)
         self._pattern: re.Pattern[str] | None = None
         self._compiled = False
 
+    @classmethod
+    def deferred(
+        cls,
+        *,
+        connection: Mapping[str, Any] | None = None,
+        integration: Mapping[str, Any] | None = None,
+    ) -> Redactor:
+        """:meth:`for_configs`, looked up (or built) only once something is to be masked.
+
+        A run that masks nothing (a sync without records or errors) then never pays for it:
+        with more connections running than the memo holds, the lookup and build were ~3-4 %
+        of a busy executor's CPU. The configs must not change meanwhile (runs hold their own).
+        """
+        red = cls()
+        red._secrets = None
+        red._configs = (connection, integration)
+        return red
+
+    def _known(self) -> frozenset[str]:
+        secrets = self._secrets
+        if secrets is None:
+            assert self._configs is not None
+            connection, integration = self._configs
+            base = self._base = Redactor.for_configs(connection=connection, integration=integration)
+            secrets = self._secrets = base._known()
+            self._configs = None
+        return secrets
+
     def _masker(self) -> re.Pattern[str] | None:
         if not self._compiled:
-            forms = {form for s in self._secrets for form in _variants(s)}
-            # Longest first: the regex alternation takes the first branch that matches.
-            ordered = sorted(forms, key=lambda f: (-len(f), f))
-            if ordered:
-                self._pattern = re.compile("|".join(re.escape(f) for f in ordered))
+            secrets = self._known()
+            if self._base is not None:
+                self._pattern = self._base._masker()  # compiled once for the memo's entry
+            else:
+                forms = {form for s in secrets for form in _variants(s)}
+                # Longest first: the regex alternation takes the first branch that matches.
+                ordered = sorted(forms, key=lambda f: (-len(f), f))
+                if ordered:
+                    self._pattern = re.compile("|".join(re.escape(f) for f in ordered))
             self._compiled = True
         return self._pattern
 
@@ -157,11 +192,11 @@ class Redactor:
 
     @property
     def secrets(self) -> frozenset[str]:
-        return self._secrets
+        return self._known()
 
     def with_secrets(self, extra: Iterable[str]) -> Redactor:
         """A redactor that also masks ``extra`` (e.g. a token obtained by a refresh)."""
-        return Redactor(self._secrets | set(extra))
+        return Redactor(self._known() | set(extra))
 
     def text(self, value: str) -> str:
         """``value`` with every secret (and its encoded forms) replaced by MASK."""
@@ -172,8 +207,8 @@ class Redactor:
 
     def redact(self, value: Any) -> Any:
         """A copy of a JSON-like structure with secrets masked in every string (keys kept)."""
-        if not self._secrets:
-            return value
+        if self._secrets is not None and not self._secrets:
+            return value  # nothing to mask (a deferred redactor resolves at its first string)
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
@@ -185,4 +220,6 @@ class Redactor:
         return value
 
     def __repr__(self) -> str:
+        if self._secrets is None:
+            return "Redactor(deferred)"
         return f"Redactor({len(self._secrets)} secrets)"

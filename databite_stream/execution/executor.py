@@ -307,9 +307,7 @@ class Executor:
             on_connection_config: overrides the executor's sink for refreshed configs.
         """
         started, started_ms = self._clock(), self._now_ms()
-        redactor = Redactor.for_configs(
-            connection=connection.config, integration=integration.config
-        )
+        redactor = Redactor.deferred(connection=connection.config, integration=integration.config)
         committed: Checkpoint = checkpoint
         records = deletions = batches = 0
 
@@ -477,9 +475,7 @@ class Executor:
     ) -> ActionResult:
         """Run one action call and return its result (input validated before any call)."""
         started, started_ms = self._clock(), self._now_ms()
-        redactor = Redactor.for_configs(
-            connection=connection.config, integration=integration.config
-        )
+        redactor = Redactor.deferred(connection=connection.config, integration=integration.config)
 
         def result(
             error: ConnectorError | None, attempts: int, run: _Run | None, output: Any = None

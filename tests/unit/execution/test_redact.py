@@ -79,3 +79,27 @@ def test_building_a_redactor_leaves_no_garbage_cycles() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_deferred_redactor_masks_like_for_configs_once_it_meets_a_string() -> None:
+    connection = {"token": f"{SECRET}-deferred", "region": "eu"}
+    integration = {"client_secret": "integration-secret", "base_url": "https://api.example"}
+    lazy = Redactor.deferred(connection=connection, integration=integration)
+    eager = Redactor.for_configs(connection=connection, integration=integration)
+    assert repr(lazy) == "Redactor(deferred)"
+    # what a no-op run masks (its checkpoint): no string, so nothing is looked up or built
+    assert lazy.redact({"offset": 250, "done": True, "cursor": None}) == {
+        "offset": 250,
+        "done": True,
+        "cursor": None,
+    }
+    assert repr(lazy) == "Redactor(deferred)"
+    text = f"token={SECRET}-deferred secret=integration-secret url=https://api.example"
+    assert lazy.text(text) == eager.text(text)
+    assert lazy.text(text) == f"token={MASK} secret={MASK} url=https://api.example"
+    assert lazy.secrets == eager.secrets == {f"{SECRET}-deferred", "integration-secret"}
+    assert Redactor.deferred(connection=connection).redact([{"t": f"{SECRET}-deferred"}]) == [
+        {"t": MASK}
+    ]
+    refreshed = Redactor.deferred(connection=connection).with_secrets(["new-token-1"])
+    assert refreshed.text(f"{SECRET}-deferred new-token-1") == f"{MASK} {MASK}"

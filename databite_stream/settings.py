@@ -53,7 +53,7 @@ class Settings(BaseModel):
     max_concurrency: int = Field(default=64, ge=1, description="runs in flight per worker")
     tick_max_interval_s: float = Field(default=1.0, gt=0, le=60)
     dispatch_ahead_ms: int = Field(
-        default=250,
+        default=500,
         ge=0,
         le=5000,
         description="due runs are handed to the executor up to this early; they still start "

@@ -23,6 +23,7 @@ from databite_stream.models import (
     Integration,
 )
 from databite_stream.stream.outbox import partition_for
+from databite_stream.stream.scheduler_agent import tick_lead_ms
 from databite_stream.topics import (
     ACTION_REQUESTS,
     ACTION_RESULTS,
@@ -31,8 +32,9 @@ from databite_stream.topics import (
     DEADLETTER,
     INTEGRATIONS,
     RECORDS,
+    WORK,
 )
-from databite_stream.wire import Command, DeadLetter
+from databite_stream.wire import Command, DeadLetter, DueJobs
 from tests.helpers import produce, wait_for
 from tests.integration.stream.harness import Cluster
 
@@ -171,7 +173,7 @@ async def test_pause_resume_run_now_unschedule_and_tombstone(cluster: Cluster) -
 
     # run-now -> one extra run at the requested instant (off the grid). Paused first: under
     # the default overlap policy a run-now is skipped while a grid run is in flight (unit
-    # tested), and with dispatch ahead a grid run is in flight for ~250 ms of every second
+    # tested), and with dispatch ahead a grid run is in flight for ~500 ms of every second
     await cluster.command(Command(command="pause", connection_id="ctl", sync_name="records"))
     await _stops(cluster, "ctl")
     at = int(time.time() * 1000) + 1
@@ -551,3 +553,36 @@ async def test_due_runs_start_on_time_while_the_scheduler_is_backed_up(cluster: 
     late = sorted(r.started_at_ms - (r.scheduled_for_ms or 0) for r in during)
     print(f"runs due meanwhile started late by (ms): {late}")
     assert late[-1] < 750, late
+
+
+async def test_due_runs_reach_the_executor_a_tick_lead_early_and_start_on_time(
+    cluster: Cluster,
+) -> None:
+    """A partition is ticked once its earliest run is due within the tick lead, and the tick
+    hands over what is due within the dispatch-ahead window: each run is in Kafka at least
+    about the lead before its time (absorbing the hops to the executor), and starts on time.
+    With the lead at half the window (before), 500 ms handed runs over ~250 ms early."""
+    ahead = 500
+    await cluster.create_topics()
+    worker = cluster.start_worker(DATABITE_DISPATCH_AHEAD_MS=str(ahead))
+    await cluster.put_integration(echo_integration())
+    await cluster.put_connection(echo_connection("early", "1s"))
+
+    async def six_runs() -> bool:
+        assert worker.poll() is None, cluster.log()
+        return len(await _results_for(cluster, "early")) >= 6
+
+    await wait_for(six_runs, timeout=60, interval=0.25, what="six runs of the 1 s sync")
+    leads = sorted(
+        due.scheduled_for_ms - due.emitted_at_ms
+        for record in await cluster.read(WORK)
+        if record.value is not None
+        for due in DueJobs.model_validate_json(record.value).runs
+        if due.connection.id == "early" and due.reason == "schedule"
+    )
+    assert len(leads) >= 6, leads
+    median = leads[len(leads) // 2]
+    assert tick_lead_ms(ahead) - 100 <= median <= ahead, leads
+    results = await _results_for(cluster, "early")
+    late = sorted(r.started_at_ms - (r.scheduled_for_ms or 0) for r in results)
+    assert late[len(late) // 2] < 50, late

@@ -48,7 +48,7 @@ bench: kafka-jars  ## benchmarks, quick profile (< 10 min): tables in benchmarks
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,rocksdb,bench]'
 	$(PY) benchmarks/run_all.py --quick
 
-bench-full: kafka-jars  ## benchmarks, full profile (~25 min)
+bench-full: kafka-jars  ## benchmarks, full profile (~45 min: the heavy precision cases run 3 times each)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,rocksdb,bench]'
 	$(PY) benchmarks/run_all.py
 

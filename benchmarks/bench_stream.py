@@ -96,6 +96,8 @@ class Profile:
     #: (schedules, interval s, workers) of the heavy precision cases, seeded into the
     #: changelogs (live ingest of 100k takes a minute); empty: not run
     precision_heavy: tuple[tuple[int, int, int], ...]
+    #: runs of each heavy case, on fresh deployments; odd, so the median is one of them
+    precision_heavy_runs: int
     scale_sizes: tuple[int, ...]
     rocksdb_sizes: tuple[int, ...]  # ingest is ~700 conn/s today: 100k costs 2.5 min per store
     stores: tuple[str, ...]
@@ -118,6 +120,7 @@ QUICK = Profile(
     precision_runs=((10_000, 10), (100_000, 100), (2_000, 10)),
     precision_window_s=30.0,
     precision_heavy=(),  # keeps the quick profile under 10 minutes
+    precision_heavy_runs=1,
     scale_sizes=(10_000, 100_000),
     rocksdb_sizes=(10_000,),
     stores=("memory://", "rocksdb://"),
@@ -137,6 +140,9 @@ FULL = Profile(
     precision_runs=((10_000, 10), (100_000, 100), (2_000, 10)),
     precision_window_s=60.0,
     precision_heavy=((50_000, 10, 2), (100_000, 10, 2)),  # 5,000 and 10,000 runs/s
+    # one run of the 10,000 runs/s case met its target and the next missed it by 8x (a
+    # start-up queue that did not drain): a figure from one run says little
+    precision_heavy_runs=3,
     scale_sizes=(10_000, 100_000),
     rocksdb_sizes=(10_000, 100_000),
     stores=("memory://", "rocksdb://"),
@@ -906,6 +912,35 @@ async def bench_standby(bootstrap: str, p: Profile) -> list[Row]:
     ]
 
 
+def median_of_runs(
+    runs: list[tuple[list[Row], dict[str, Any]]],
+) -> tuple[list[Row], dict[str, Any]]:
+    """Rows whose values are the medians of the same rows of each run (an odd number), their
+    spread and every run's value in the noise column; "met" by the median (for an odd number
+    of runs, the median meets a bound exactly when most runs do). The samples (for the plot)
+    are those of the run whose p99 lateness is the median."""
+    if len(runs) == 1:
+        return runs[0]
+    assert len(runs) % 2 == 1, "an odd number of runs, so the median is one of them"
+    first = runs[0][0]
+    out: list[Row] = []
+    for i, base in enumerate(first):
+        values = [rows[i]["value"] for rows, _data in runs]
+        mets = [rows[i]["met"] for rows, _data in runs]
+        out.append(
+            {
+                **base,
+                "value": median(values),
+                "met": None if base["met"] is None else sum(bool(m) for m in mets) > len(runs) // 2,
+                "noise": f"{spread(values)}: {', '.join(f'{v:,.0f}' for v in values)}"
+                + (f"; first run: {base['noise']}" if base["noise"] else ""),
+            }
+        )
+    p99 = next(i for i, r in enumerate(first) if r["benchmark"].endswith("lateness at start: p99"))
+    by_p99 = sorted(runs, key=lambda run: run[0][p99]["value"])
+    return out, by_p99[len(runs) // 2][1]
+
+
 # -- main ---------------------------------------------------------------------------------------
 SECTIONS = (
     "ceiling",
@@ -955,10 +990,11 @@ async def run(bootstrap: str, kafka: str, p: Profile, only: set[str]) -> list[Ro
             precision(*await bench_precision(bootstrap, p, n, every), f"{n}-jobs")
     if "precision-heavy" in only:
         for n, every, workers in p.precision_heavy:
-            precision(
-                *await bench_precision(bootstrap, p, n, every, workers=workers, seeded=True),
-                f"{n}-jobs-{workers}-workers",
-            )
+            runs = [
+                await bench_precision(bootstrap, p, n, every, workers=workers, seeded=True)
+                for _ in range(p.precision_heavy_runs)
+            ]
+            precision(*median_of_runs(runs), f"{n}-jobs-{workers}-workers")
     if "scale" in only or "recovery" in only:
         for store in p.stores:
             try:

@@ -23,6 +23,10 @@ from tests.helpers import consume_all, produce, unique_name
 
 REPO = Path(__file__).parents[3]
 
+#: every worker process any Cluster started, in order: a fixture kills those a test leaves
+#: behind (a test stopped by its timeout never reaches its own ``finally``)
+STARTED_WORKERS: list[subprocess.Popen[bytes]] = []
+
 
 @dataclass
 class Cluster:
@@ -75,6 +79,7 @@ class Cluster:
             cwd=REPO,
         )
         self.workers.append(proc)
+        STARTED_WORKERS.append(proc)
         return proc
 
     def stop_worker(self, proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:

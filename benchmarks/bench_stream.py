@@ -14,6 +14,11 @@ Sections (each one a fresh databite deployment — unique app id and topic prefi
              and rocksdb://; idle worker CPU % with 100k schedules.
 * recovery   kill -9 the worker holding N schedules, start a fresh one (fresh data dir): seconds
              until it emits due jobs again, and schedules recovered per second.
+* standby    two workers with a standby replica each, kill -9 one: seconds until the survivor
+             emits due jobs of every partition.
+* million    1M schedules seeded into the changelogs, a fresh worker recovers them: recovery
+             speed, RSS per schedule, idle CPU, then kill -9 and a static-member restart.
+* million-rocksdb  the same 1M with ``rocksdb://``: RSS per schedule once recovered.
 
 Run: ``.venv/bin/python benchmarks/bench_stream.py --quick`` (or via ``benchmarks/run_all.py``);
 ``--only throughput,precision`` runs a subset; ``DATABITE_BROKER=host:port`` uses that broker.
@@ -770,13 +775,16 @@ def _recovery_seconds(log: str) -> float | None:
 
 
 # -- 1M schedules (seeded) and standby takeover ----------------------------------------------
-async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
+async def bench_million(bootstrap: str, p: Profile, store: str = "memory://") -> list[Row]:
     """A worker recovering ``p.million_jobs`` schedules seeded into the changelogs: recovery
-    speed, RSS per schedule and idle CPU at that size, then kill -9 and a restart."""
+    speed, RSS per schedule and idle CPU at that size, then kill -9 and a restart (memory://;
+    with rocksdb:// the restart is left out: the measure there is the RSS)."""
     n = p.million_jobs
-    dep = Deployment(bootstrap, env=dict(BENCH_ENV))
+    dep = Deployment(bootstrap, store=store, env=dict(BENCH_ENV))
     await dep.create_topics()
-    tag = f"{n // 1000:,}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    size = f"{n // 1000:,}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    label = store.removesuffix("://")
+    tag = size if store == "memory://" else f"{size} {label}"
     rows: list[Row] = []
     try:
         dep.start_worker("w0")  # an empty worker: the RSS baseline
@@ -821,14 +829,16 @@ async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
             raise RuntimeError("the worker re-ingested the seeded connections")
         per = (rss - rss0) / n
         rows.append(row("million", f"{tag}: worker RSS", rss / 2**20, "MiB"))
+        # rocksdb://: "well below" memory://'s target, taken here as at most half of it
+        target = 512 if store == "memory://" else 256
         rows.append(
             row(
                 "million",
-                f"{tag}: RSS per schedule, memory://",
+                f"{size}: RSS per schedule, {store}",
                 per,
                 "bytes",
-                target="<= 512 B",
-                met=per <= 512,
+                target=f"<= {target} B",
+                met=per <= target,
                 noise=f"empty worker {rss0 / 2**20:.0f} MiB",
             )
         )
@@ -844,7 +854,8 @@ async def bench_million(bootstrap: str, p: Profile) -> list[Row]:
                 noise=spread(idle),
             )
         )
-        rows += await _recovery(dep, n, f"{tag}, same group.instance.id", "w1", "w2", **slot)
+        if store == "memory://":
+            rows += await _recovery(dep, n, f"{tag}, same group.instance.id", "w1", "w2", **slot)
     finally:
         dep.stop_all()
     return rows
@@ -951,6 +962,7 @@ SECTIONS = (
     "recovery",
     "standby",
     "million",
+    "million-rocksdb",
 )
 
 
@@ -1012,6 +1024,10 @@ async def run(bootstrap: str, kafka: str, p: Profile, only: set[str]) -> list[Ro
         print_table(r)
     if "million" in only and p.million_jobs:
         r = await bench_million(bootstrap, p)
+        rows += r
+        print_table(r)
+    if "million-rocksdb" in only and p.million_jobs:
+        r = await bench_million(bootstrap, p, "rocksdb://")
         rows += r
         print_table(r)
     notes.append(f"total wall time {time.monotonic() - t_start:.0f}s")

@@ -34,6 +34,12 @@ bucket comes within the horizon, indexing only those whose time falls in or befo
 So ``get``/``in`` answer for near jobs only and ``len`` counts far entries (superseded ones
 included) until their bucket comes up. ``pin=True`` keeps a job near whatever its time (a run
 in flight, whose wake time is its lease expiry: it would leave a stale far entry per run).
+
+A list slot is cheap only when the id string is shared with something that keeps it anyway (a
+``memory://`` table's dict key). When the table lives elsewhere (RocksDB), every far entry
+would own a ~70-byte ``str`` of its own; ``packed_far=True`` stores a bucket as one
+``bytearray`` instead: each id's UTF-8 bytes followed by their length in 4 bytes (read back from
+the end), ~24 bytes for a 20-character id.
 """
 
 from __future__ import annotations
@@ -50,6 +56,29 @@ _ADVANCE_LIMIT: Final = 20_000  # far entries checked per advance (bounds one ca
 _COMPACT_MIN: Final = 1024  # don't bother compacting tiny heaps
 _SLOT_BITS: Final = 32
 _SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
+_LEN_BYTES: Final = 4  # a packed far entry's length suffix
+
+
+def _take_packed(bucket: bytearray, limit: int) -> list[str]:
+    """Remove and return up to ``limit`` ids from the end of a packed far bucket."""
+    out: list[str] = []
+    end = len(bucket)
+    while end and len(out) < limit:
+        size = int.from_bytes(bucket[end - _LEN_BYTES : end], "little")
+        start = end - _LEN_BYTES - size
+        out.append(bucket[start : end - _LEN_BYTES].decode())
+        end = start
+    del bucket[end:]
+    return out
+
+
+def _take_listed(bucket: list[str], limit: int) -> list[str]:
+    """Remove and return up to ``limit`` ids from the end of a far bucket (what stays is a
+    prefix of the list: nothing is moved)."""
+    cut = max(0, len(bucket) - limit)
+    out = bucket[cut:]
+    del bucket[cut:]
+    return out
 
 
 class DueIndex:
@@ -67,9 +96,12 @@ class DueIndex:
         "_keys",
         "_live",
         "_near_until",
+        "_packed",
     )
 
-    def __init__(self, horizon_ms: int | None = None, now_ms: int = 0) -> None:
+    def __init__(
+        self, horizon_ms: int | None = None, now_ms: int = 0, *, packed_far: bool = False
+    ) -> None:
         self._heap: list[int] = []
         self._key_of: dict[str, int] = {}
         self._keys: list[int | None] = []
@@ -79,18 +111,25 @@ class DueIndex:
         self._horizon_ms = horizon_ms
         #: jobs due before this are near (in the heap); the far tier holds the others
         self._near_until = now_ms + horizon_ms if horizon_ms is not None else None
-        self._far: dict[int, list[str]] = {}  # bucket -> job ids (some superseded)
+        #: bucket -> job ids (some superseded): a list, or packed bytes (see the module doc)
+        self._far: dict[int, list[str] | bytearray] = {}
         self._far_order: list[int] = []  # heap of the buckets in _far
         self._far_count = 0
+        self._packed = packed_far
 
     @classmethod
     def from_items(
-        cls, items: Iterable[tuple[str, int]], *, horizon_ms: int | None = None, now_ms: int = 0
+        cls,
+        items: Iterable[tuple[str, int]],
+        *,
+        horizon_ms: int | None = None,
+        now_ms: int = 0,
+        packed_far: bool = False,
     ) -> DueIndex:
         """Build from ``(job_id, next_run_ms)`` pairs in O(n) (e.g. in ``on_recover``);
         a job id given twice keeps its last time. With ``horizon_ms``, jobs due
         ``horizon_ms`` or more after ``now_ms`` go to the far tier."""
-        index = cls(horizon_ms, now_ms)
+        index = cls(horizon_ms, now_ms, packed_far=packed_far)
         near_until = index._near_until
         for job, t in items:
             if near_until is not None and t >= near_until:
@@ -196,9 +235,14 @@ class DueIndex:
         bucket = t // BUCKET_MS
         jobs = self._far.get(bucket)
         if jobs is None:
-            jobs = self._far[bucket] = []
+            jobs = self._far[bucket] = bytearray() if self._packed else []
             heapq.heappush(self._far_order, bucket)
-        jobs.append(job_id)
+        if isinstance(jobs, bytearray):
+            data = job_id.encode()
+            jobs += data
+            jobs += len(data).to_bytes(_LEN_BYTES, "little")
+        else:
+            jobs.append(job_id)
         self._far_count += 1
 
     def advance(self, now_ms: int, wake_of: Callable[[str], int | None]) -> int:
@@ -215,15 +259,16 @@ class DueIndex:
             bucket = order[0]
             end = (bucket + 1) * BUCKET_MS
             jobs = far[bucket]
-            take = min(len(jobs), _ADVANCE_LIMIT - checked)
-            # from the end: what stays is a prefix of the list, and no copy is made
-            for job in jobs[len(jobs) - take :]:
+            if isinstance(jobs, bytearray):
+                taken = _take_packed(jobs, _ADVANCE_LIMIT - checked)
+            else:
+                taken = _take_listed(jobs, _ADVANCE_LIMIT - checked)
+            for job in taken:
                 t = wake_of(job)
                 if t is not None and t < end:
                     self.upsert(job, t, pin=True)
-            del jobs[len(jobs) - take :]
-            checked += take
-            self._far_count -= take
+            checked += len(taken)
+            self._far_count -= len(taken)
             if jobs:
                 break  # the rest of this bucket next time; near_until stays before it
             heapq.heappop(order)

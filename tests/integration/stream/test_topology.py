@@ -236,6 +236,54 @@ async def test_restart_keeps_schedules_and_handles_the_missed_run(
     assert len(ids) == len(set(ids)), "a run_id has two results"
 
 
+def _bulk_restored(log: str, table: str) -> int:
+    """Records the worker's bulk restore of ``table`` applied, summed over ``log``."""
+    marker = f"bulk-restored {table}: "
+    return sum(
+        int(line.split(marker, 1)[1].split(" ", 1)[0])
+        for line in log.splitlines()
+        if marker in line
+    )
+
+
+async def test_rocksdb_tables_restore_in_bulk_and_resume_from_their_own_offset(
+    cluster: Cluster,
+) -> None:
+    """rocksdb://: a worker with an empty data dir reads the changelogs in bulk (not faust's
+    per-record recovery); restarted on the same data dir it reads only what its databases
+    do not hold; either way every schedule is back and the tables take new rows."""
+    await cluster.create_topics()
+    env = {"DATABITE_STORE": "rocksdb://"}
+    first = cluster.start_worker("w1", **env)
+    await cluster.put_integration(echo_integration())
+    ids = [f"conn-{i}" for i in range(6)]
+    for cid in ids:
+        await cluster.put_connection(echo_connection(cid, "1h"))
+
+    async def ran(wanted: set[str]) -> bool:  # first runs are immediate
+        return wanted <= {r.connection_id for r in await cluster.results()}
+
+    await wait_for(partial(ran, set(ids)), timeout=60, what="every connection's first run")
+    cluster.stop_worker(first)
+
+    def rebuilt(name: str, starts: int) -> bool:
+        lines = [ln for ln in cluster.log(name).splitlines() if "due index rebuilt" in ln]
+        return len(lines) >= starts and f": {len(ids)} jobs in" in lines[-1]
+
+    fresh = cluster.start_worker("w2", **env)  # an empty data dir
+    await wait_for(partial(rebuilt, "w2", 1), timeout=60, what="w2 rebuilt every job")
+    from_empty = _bulk_restored(cluster.log("w2"), "jobs")
+    assert from_empty >= len(ids), cluster.log("w2")[-3000:]
+    cluster.stop_worker(fresh)
+
+    again = cluster.start_worker("w2", **env)  # the same data dir: its databases hold it all
+    await wait_for(partial(rebuilt, "w2", 2), timeout=60, what="w2 rebuilt again")
+    assert _bulk_restored(cluster.log("w2"), "jobs") - from_empty < len(ids)
+    await cluster.put_connection(echo_connection("after", "1h"))
+    await wait_for(partial(ran, {"after"}), timeout=60, what="a new connection runs")
+    assert again.poll() is None
+
+
 async def test_two_workers_split_partitions_and_fail_over(cluster: Cluster) -> None:
     await cluster.create_topics()
     env = {"DATABITE_MISFIRE_GRACE_S": "30", "DATABITE_SESSION_TIMEOUT_S": "10"}

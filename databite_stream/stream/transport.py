@@ -22,14 +22,6 @@ caps a worker at a few hundred messages a second (the ~300-500 msg/s of
 robinhood/faust#563), and records waited in aiokafka's buffer: at 10,000 runs/s ticks and due
 jobs reached their agents 130-260 ms after an outside consumer saw them (~12 ms).
 
-An idle worker fetches less often (:func:`pace_fetches`): after a fetch that brought nothing,
-while nothing fetched waits to be consumed, the next one may wait :data:`IDLE_FETCH_MAX_WAIT_MS`.
-Every assigned partition is in that fetch then, and the broker answers it as soon as any of
-them gets a record, so no record waits for it; the short wait comes back with the first data.
-With 100 ms the idle worker sent ten fetches a second to no purpose: over half of its idle CPU
-(1M schedules: 2.0-3.2 % of a core on a noisy day; faust's consumer thread building and
-reading empty fetches).
-
 A partition whose agent buffer is full does not hold back the others (:class:`_Held`). faust
 awaits room in the full buffer, and every message fetched behind it (due jobs for the executor,
 ticks) waits too: with 30,000 commands queued for the scheduler, runs started up to 1.3 s late
@@ -66,29 +58,6 @@ HELD_POLL_S = 0.01
 #: messages held for one partition before its delivery blocks after all, as faust's does: a
 #: bound on memory should the partition not be paused (faust does not pause during recovery)
 HELD_MAX = 50_000
-#: the fetch wait while the worker is idle (see the module docstring)
-IDLE_FETCH_MAX_WAIT_MS = 500
-
-
-def pace_fetches(fetcher: Any, busy_wait_ms: int, idle_wait_ms: int) -> None:
-    """Make aiokafka's ``fetcher`` wait up to ``idle_wait_ms`` in a fetch sent after one that
-    brought no records, when no fetched record waits to be consumed (every partition is then
-    in the fetch, which the broker answers on the first record), else ``busy_wait_ms``.
-
-    aiokafka reads ``_fetch_max_wait_ms`` each time it builds a fetch, right after it has
-    handled the previous responses; this wraps the coroutine that handles one response (the
-    fetcher belongs to the consumer thread; so does this). No aiokafka option does this: its
-    wait is one number for the consumer's life.
-    """
-    handle = fetcher._proc_fetch_request
-
-    async def paced(assignment: Any, node_id: int, request: Any) -> bool:
-        has_data = bool(await handle(assignment, node_id, request))
-        idle = not has_data and not fetcher._records
-        fetcher._fetch_max_wait_ms = idle_wait_ms if idle else busy_wait_ms
-        return has_data
-
-    fetcher._proc_fetch_request = paced
 
 
 class _Held:
@@ -115,13 +84,6 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
         return consumer
-
-    async def on_start(self) -> None:
-        await super().on_start()
-        consumer = self._consumer
-        if consumer is not None and not self.app.client_only:  # its fetcher exists once started
-            wait_ms = cast(Transport, self.transport).fetch_max_wait_ms
-            pace_fetches(consumer._fetcher, wait_ms, max(wait_ms, IDLE_FETCH_MAX_WAIT_MS))
 
 
 class _Consumer(faust_aiokafka.Consumer):

@@ -783,8 +783,7 @@ async def bench_million(bootstrap: str, p: Profile, store: str = "memory://") ->
     dep = Deployment(bootstrap, store=store, env=dict(BENCH_ENV))
     await dep.create_topics()
     size = f"{n // 1000:,}k" if n < 1_000_000 else f"{n // 1_000_000}M"
-    label = store.removesuffix("://")
-    tag = size if store == "memory://" else f"{size} {label}"
+    tag = size if store == "memory://" else f"{size} {store.removesuffix('://')}"
     rows: list[Row] = []
     try:
         dep.start_worker("w0")  # an empty worker: the RSS baseline

@@ -119,9 +119,25 @@ class _BulkRestore:
             return
         super().apply_changelog_batch(batch, to_key, to_value)  # type: ignore[misc]
 
+    async def _after_restore(self, active_tps: Any) -> None:
+        """Called once faust's recovery is complete, before the free heap pages go back."""
+
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         await self._finish_restore()
         await super().on_recovery_completed(active_tps, standby_tps)  # type: ignore[misc]
+        await self._after_restore(active_tps)
+        # the bulk read's fetch buffers and decoded records are garbage now, spread over the
+        # C heap: hand the free pages back (the index rebuild's freeze_heap runs before the
+        # bigger tables are done)
+        started, before = time.monotonic(), rss_bytes()
+        release_free_memory()
+        log.info(
+            "table %s restored: released free heap pages, RSS %d -> %d MiB (%.0f ms)",
+            self.table.name,
+            before >> 20,
+            rss_bytes() >> 20,
+            (time.monotonic() - started) * 1000,
+        )
 
     async def _finish_restore(self) -> None:
         task = self._restore_task
@@ -238,8 +254,7 @@ class BulkRestoreStore(_BulkRestore, memory.Store[Any, Any]):
                 if keys is not None:
                     keys.append(key)  # a key listed twice is harmless
 
-    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
+    async def _after_restore(self, active_tps: Any) -> None:
         # what faust's store does with _key_partition: rows of partitions not active are gone
         active = {tp.partition for tp in active_tps}
         for partition in [p for p in self._bulk_keys if p not in active]:
@@ -249,7 +264,6 @@ class BulkRestoreStore(_BulkRestore, memory.Store[Any, Any]):
         if gone and self._partition_of is not None:
             await self._drop_rows_of(gone, self._partition_of)
         self._bulk_partitions &= active
-        _release_heap(self.table.name)
 
     async def _drop_rows_of(self, partitions: set[int], partition_of: Callable[[Any], int]) -> None:
         """Delete the rows of ``partitions`` (a scan of every row: revocations are rare)."""
@@ -319,10 +333,6 @@ class BulkRestoreRocksStore(_BulkRestore, rocksdb.Store):
         batch.put(self.offset_key, str(records[-1].offset).encode())
         self._db_for_partition(tp.partition).write(batch)
 
-    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
-        _release_heap(self.table.name)
-
 
 def _write_batch(rocksdict: bool) -> Any:
     """An empty write batch of the binding faust chose (rocksdict, else python-rocksdb)."""
@@ -333,21 +343,6 @@ def _write_batch(rocksdict: bool) -> Any:
     import rocksdb as python_rocksdb  # type: ignore[import-not-found]
 
     return python_rocksdb.WriteBatch()
-
-
-def _release_heap(table: str) -> None:
-    """The bulk read's fetch buffers and decoded records are garbage now, spread over the C
-    heap: hand the free pages back (the index rebuild's freeze_heap runs before the bigger
-    tables are done)."""
-    started, before = time.monotonic(), rss_bytes()
-    release_free_memory()
-    log.info(
-        "table %s restored: released free heap pages, RSS %d -> %d MiB (%.0f ms)",
-        table,
-        before >> 20,
-        rss_bytes() >> 20,
-        (time.monotonic() - started) * 1000,
-    )
 
 
 class BulkRestoreTable(Table[Any, Any]):
